@@ -1,0 +1,353 @@
+"""Pool options, DSN parsing and password masking.
+
+Every pool option is a field of `PoolOptions` with its default, its valid range and a
+one-line description in the field's metadata. Validation, DSN query parameters,
+environment variables and the configuration reference in the docs are all derived from
+that one table, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = ["DSN_SCHEMES", "ParsedDSN", "PoolOptions", "mask_dsn", "parse_dsn", "split_options"]
+
+DSN_SCHEMES = ("mysql", "mysql+aiomysql", "mariadb")
+
+#: Connection options accepted in a DSN query string, with their converters.
+_CONNECT_QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {}
+
+
+def _opt(default: Any, doc: str, valid: str, check: Callable[[Any], bool] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "valid": valid, "check": check})
+
+
+def _positive(v: float) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0 and math.isfinite(v)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """The pool's own options. Everything else given to `create_pool` goes to ``aiomysql.connect``."""
+
+    name: str | None = _opt(None, "Name used in logs, errors, stats and metrics.", "any text; default host:port/db")
+    minsize: int = _opt(1, "Connections kept open, even when idle.", ">= 0 and <= maxsize", lambda v: v >= 0)
+    maxsize: int = _opt(10, "Upper bound on open connections.", ">= 1", lambda v: v >= 1)
+    acquire_timeout: float = _opt(
+        10.0,
+        "Seconds `acquire()` may wait before `PoolTimeout`; per call: `acquire(timeout=...)`.",
+        "> 0",
+        _positive,
+    )
+    max_waiting: int = _opt(
+        0,
+        "Tasks allowed to queue for a connection; past it `TooManyWaiters` at once. 0: no bound.",
+        ">= 0",
+        lambda v: v >= 0,
+    )
+    connect_timeout: float = _opt(
+        5.0, "Seconds for one whole connect: TCP, TLS, handshake and authentication.", "> 0", _positive
+    )
+    open_timeout: float = _opt(
+        10.0, "Seconds `create_pool` waits for `minsize` connections before it fails.", "> 0", _positive
+    )
+    wait_open: bool = _opt(
+        True, "Fail `create_pool` when `minsize` connections cannot be opened; false starts degraded.", "bool"
+    )
+    fail_fast: bool = _opt(
+        False,
+        "While the server is unreachable, fail waiters with the connect error instead of at their deadline.",
+        "bool",
+    )
+    pre_ping: bool = _opt(True, "Check a connection with COM_PING before handing it out.", "bool")
+    pre_ping_window: float = _opt(
+        0.5, "Skip the pre-ping for a connection used within this many seconds.", ">= 0", _non_negative
+    )
+    ping_timeout: float = _opt(2.0, "Seconds a pre-ping may take before the connection is discarded.", "> 0", _positive)
+    max_lifetime: float = _opt(
+        1800.0,
+        "Seconds from creation after which a connection is retired (minus up to 2.5 % jitter). 0: never.",
+        ">= 0",
+        _non_negative,
+    )
+    pool_recycle: float = _opt(
+        -1,
+        "aiomysql's option; a positive value is used as `max_lifetime`, counted from creation.",
+        "-1 or > 0",
+        lambda v: v == -1 or _positive(v),
+    )
+    max_idle: float = _opt(
+        600.0,
+        "Seconds an idle connection above `minsize` is kept before it is closed. 0: never.",
+        ">= 0",
+        _non_negative,
+    )
+    reset_connection: bool = _opt(
+        False, "Send COM_RESET_CONNECTION on release: clears session variables, temporary tables and locks.", "bool"
+    )
+    reset_timeout: float = _opt(5.0, "Seconds the reset on release (rollback, autocommit) may take.", "> 0", _positive)
+    close_timeout: float = _opt(
+        10.0,
+        "Seconds `wait_closed()` lets in-use connections come back before it terminates them.",
+        ">= 0",
+        _non_negative,
+    )
+    backoff_max: float = _opt(
+        1.0, "Longest pause, in seconds, between reconnect attempts while the server is unreachable.", "> 0", _positive
+    )
+    leak_timeout: float = _opt(
+        0.0,
+        "Warn, with the acquirer's stack, about a connection held longer than this many seconds. 0: off.",
+        ">= 0",
+        _non_negative,
+    )
+    slow_acquire: float = _opt(
+        1.0, "Log a warning when an acquire waits longer than this many seconds. 0: off.", ">= 0", _non_negative
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = _field_type(f)
+            if value is None and f.name == "name":
+                continue
+            if expected is bool:
+                ok = isinstance(value, bool)
+            elif expected is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif expected is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            check = f.metadata.get("check")
+            if not ok or (check is not None and not check(value)):
+                raise ValueError(
+                    f"invalid value for pool option {f.name!r}: {value!r} (expected {f.metadata['valid']})"
+                )
+        if self.minsize > self.maxsize:
+            raise ValueError(f"invalid pool options: minsize ({self.minsize}) is greater than maxsize ({self.maxsize})")
+
+    @property
+    def lifetime(self) -> float:
+        """Effective maximum lifetime in seconds, 0 for none: `pool_recycle` wins when set."""
+        return float(self.pool_recycle) if self.pool_recycle > 0 else float(self.max_lifetime)
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str], *, source: str) -> dict[str, Any]:
+        """Convert textual option values (DSN query, environment) to typed keyword arguments."""
+        by_name = {f.name: f for f in dataclasses.fields(cls)}
+        out: dict[str, Any] = {}
+        for key, raw in values.items():
+            f = by_name.get(key)
+            if f is None:
+                raise ValueError(f"unknown pool option {key!r} in {source}")
+            out[key] = _convert(_field_type(f), raw, key, source, f.metadata["valid"])
+        return out
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    text = str(f.type)
+    for t in (bool, int, float):
+        if text.startswith(t.__name__):
+            return t
+    return str
+
+
+def _convert(kind: type, raw: str, key: str, source: str, valid: str) -> Any:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"invalid value for {key!r} in {source}: {raw!r} (expected {valid})") from None
+    return raw
+
+
+_POOL_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(PoolOptions))
+
+
+def split_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``create_pool`` keyword arguments into (pool options, connect arguments)."""
+    pool: dict[str, Any] = {}
+    connect: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        (pool if key in _POOL_OPTION_NAMES else connect)[key] = value
+    return pool, connect
+
+
+# --------------------------------------------------------------------------- DSN
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDSN:
+    """A DSN split into ``aiomysql.connect`` arguments and pool options."""
+
+    connect_kwargs: dict[str, Any] = field(repr=False)
+    pool_options: dict[str, Any]
+
+
+def _text(key: str, raw: str) -> str:
+    return raw
+
+
+def _int(key: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"invalid value for {key!r} in DSN: {raw!r} (expected an integer)") from None
+
+
+def _bool(key: str, raw: str) -> bool:
+    result: bool = _convert(bool, raw, key, "DSN", "true or false")
+    return result
+
+
+_CONNECT_QUERY_OPTIONS.update(
+    charset=_text,
+    autocommit=_bool,
+    unix_socket=_text,
+    init_command=_text,
+    sql_mode=_text,
+    local_infile=_bool,
+    program_name=_text,
+    auth_plugin=_text,
+    echo=_bool,
+)
+_SSL_KEYS = ("ssl", "ssl_mode", "ssl_ca", "ssl_cert", "ssl_key")
+_SSL_MODES = ("disabled", "required", "verify_ca", "verify_identity")
+
+
+def parse_dsn(dsn: str) -> ParsedDSN:
+    """Parse ``mysql://user:password@host:3306/db?option=value``.
+
+    Schemes: ``mysql``, ``mysql+aiomysql``, ``mariadb``. User and password are
+    percent-decoded; the port defaults to 3306. The query string takes pool options
+    (``maxsize=20``), connection options (``charset``, ``autocommit``, ``unix_socket``,
+    ``init_command``, ``sql_mode``...) and TLS (``ssl_mode``, ``ssl_ca``, ``ssl_cert``,
+    ``ssl_key``; ``ssl=true`` means ``ssl_mode=verify_identity``). Anything wrong raises a
+    `ValueError` that names it, with the password masked.
+    """
+    if not isinstance(dsn, str):
+        raise ValueError(f"DSN must be a string, not {type(dsn).__name__}")
+    masked = mask_dsn(dsn)
+    try:
+        parts = urlsplit(dsn.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid DSN {masked!r}: {_masked_reason(exc, dsn)}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DSN_SCHEMES:
+        raise ValueError(f"invalid DSN {masked!r}: scheme must be one of {', '.join(s + '://' for s in DSN_SCHEMES)}")
+    if parts.fragment:
+        raise ValueError(f"invalid DSN {masked!r}: unexpected fragment '#...' (percent-encode '#' in passwords as %23)")
+    connect: dict[str, Any] = {}
+    if parts.hostname:
+        connect["host"] = unquote(parts.hostname)
+    connect["port"] = port if port is not None else 3306
+    if parts.username:
+        connect["user"] = unquote(parts.username)
+    if parts.password is not None:
+        connect["password"] = unquote(parts.password)
+    path = unquote(parts.path.lstrip("/"))
+    if "/" in path:
+        raise ValueError(f"invalid DSN {masked!r}: database name {path!r} contains '/'")
+    if path:
+        connect["db"] = path
+
+    pool_raw: dict[str, str] = {}
+    ssl_raw: dict[str, str] = {}
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"invalid DSN {masked!r}: malformed query string") from None
+    for key, value in query:
+        if key in _SSL_KEYS:
+            ssl_raw[key] = value
+        elif key in _CONNECT_QUERY_OPTIONS:
+            connect[key] = _CONNECT_QUERY_OPTIONS[key](key, value)
+        elif key in _POOL_OPTION_NAMES:
+            pool_raw[key] = value
+        else:
+            raise ValueError(f"invalid DSN {masked!r}: unknown query parameter {key!r}")
+    if "host" not in connect and "unix_socket" not in connect:
+        raise ValueError(f"invalid DSN {masked!r}: no host (use mysql://user:password@host:3306/db)")
+    context = _ssl_context(ssl_raw)
+    if context is not None:
+        connect["ssl"] = context
+    return ParsedDSN(connect, PoolOptions.from_strings(pool_raw, source="DSN"))
+
+
+def _ssl_context(raw: Mapping[str, str]) -> ssl.SSLContext | None:
+    if not raw:
+        return None
+    mode = raw.get("ssl_mode", "").strip().lower().replace("-", "_")
+    if "ssl" in raw:
+        enabled = _bool("ssl", raw["ssl"])
+        if mode and not enabled and mode != "disabled":
+            raise ValueError("invalid DSN: ssl=false contradicts ssl_mode")
+        mode = mode or ("verify_identity" if enabled else "disabled")
+    if not mode:
+        mode = "verify_ca" if "ssl_ca" in raw else "required"
+    if mode not in _SSL_MODES:
+        raise ValueError(f"invalid value for 'ssl_mode' in DSN: {raw.get('ssl_mode')!r} (expected one of {_SSL_MODES})")
+    if mode == "disabled":
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if mode == "required" and "ssl_ca" not in raw:
+        # MySQL's REQUIRED: encrypted, but the server's certificate is not checked.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = mode == "verify_identity"
+    try:
+        if "ssl_ca" in raw:
+            context.load_verify_locations(cafile=raw["ssl_ca"])
+        if "ssl_cert" in raw:
+            context.load_cert_chain(raw["ssl_cert"], raw.get("ssl_key") or None)
+        elif "ssl_key" in raw:
+            raise ValueError("invalid DSN: ssl_key given without ssl_cert")
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"invalid TLS file in DSN: {exc}") from None
+    return context
+
+
+def mask_dsn(dsn: str) -> str:
+    """Return ``dsn`` with its password replaced by ``***``.
+
+    Everything from the first ``:`` of the user-info to the last ``@`` is masked, so an
+    unencoded ``@`` or ``/`` in a password can only widen the mask, never leak a part.
+    """
+    scheme, sep, rest = dsn.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return dsn
+    user = rest[: rest.index(":")]
+    return f"{scheme}://{user}:***{rest[at:]}"
+
+
+def _masked_reason(exc: Exception, dsn: str) -> str:
+    text = str(exc)
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        password = None
+    return text.replace(password, "***") if password else text

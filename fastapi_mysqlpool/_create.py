@@ -1,0 +1,81 @@
+"""``create_pool``: aiomysql's signature, plus ``dsn=`` and the pool's own options."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+from ._config import PoolOptions, parse_dsn, split_options
+from ._pool import Pool
+
+__all__ = ["create_pool"]
+
+
+class _PoolOpener:
+    """What `create_pool` returns: await it for a `Pool`, or use ``async with``."""
+
+    __slots__ = ("_connect_kwargs", "_options", "_pool")
+
+    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any]) -> None:
+        self._options = options
+        self._connect_kwargs = connect_kwargs
+        self._pool: Pool | None = None
+
+    def __await__(self) -> Generator[Any, None, Pool]:
+        return self._open().__await__()
+
+    async def _open(self) -> Pool:
+        pool = Pool(self._options, self._connect_kwargs)
+        await pool._open()
+        self._pool = pool
+        return pool
+
+    async def __aenter__(self) -> Pool:
+        return await self._open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+
+
+def create_pool(
+    minsize: int | None = None,
+    maxsize: int | None = None,
+    echo: bool = False,
+    pool_recycle: float | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    *,
+    dsn: str | None = None,
+    **kwargs: Any,
+) -> _PoolOpener:
+    """Create a connection pool; ``await`` the result or use it with ``async with``.
+
+    - ``minsize`` (default 1), ``maxsize`` (default 10), ``echo``, ``pool_recycle``
+      (default -1): as in ``aiomysql.create_pool``.
+    - ``loop``: accepted for compatibility; the pool always uses the running loop.
+    - ``dsn``: ``mysql://user:password@host:3306/db?maxsize=20``. Explicit keyword
+      arguments win over the DSN's values.
+    - ``**kwargs``: the pool's own options (see `PoolOptions`: ``acquire_timeout``,
+      ``max_waiting``, ``max_lifetime``, ...); everything else goes to ``aiomysql.connect``.
+
+    Bad option values and malformed DSNs raise `ValueError` at once, naming the problem.
+    """
+    pool_kwargs, connect_kwargs = split_options(kwargs)
+    for key, value in (("minsize", minsize), ("maxsize", maxsize), ("pool_recycle", pool_recycle)):
+        if value is not None:
+            pool_kwargs[key] = value
+    if dsn is not None:
+        parsed = parse_dsn(dsn)
+        pool_kwargs = {**parsed.pool_options, **pool_kwargs}
+        connect_kwargs = {**parsed.connect_kwargs, **connect_kwargs}
+    connect_kwargs.setdefault("echo", echo)
+    if echo:
+        connect_kwargs["echo"] = True
+    options = PoolOptions(**pool_kwargs)
+    connect_kwargs.setdefault("connect_timeout", options.connect_timeout)
+    return _PoolOpener(options, connect_kwargs)

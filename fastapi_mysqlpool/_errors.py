@@ -1,0 +1,35 @@
+"""The errors the pool raises, in one place.
+
+    PoolError                      base of the pool's own errors
+     ├── PoolTimeout               no connection within the acquire deadline (also a TimeoutError)
+     ├── PoolClosed                acquire on a closed or closing pool
+     └── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+
+Errors from the server or the network are aiomysql's (``pymysql.err``): an
+``OperationalError`` for wrong credentials or an unknown database, for instance. They
+pass through unchanged, so existing ``except aiomysql.OperationalError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PoolClosed", "PoolError", "PoolTimeout", "TooManyWaiters"]
+
+
+class PoolError(Exception):
+    """Base class of the errors raised by the pool itself."""
+
+
+class PoolTimeout(PoolError, TimeoutError):
+    """No connection could be had within the acquire timeout.
+
+    The message names the pool, its size, how many connections are in use, how many
+    tasks wait, and the last connect error, if any.
+    """
+
+
+class PoolClosed(PoolError):
+    """The pool is closed or closing; it hands out no more connections."""
+
+
+class TooManyWaiters(PoolError):
+    """``max_waiting`` tasks are already queued; the acquire was rejected without waiting."""

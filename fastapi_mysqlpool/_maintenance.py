@@ -1,0 +1,82 @@
+"""Background work: retire old and idle connections, refill ``minsize``, validate idle ones.
+
+One task per pool wakes up at a fixed interval; it does no I/O itself, it only decides.
+Closing and connecting run in tasks of their own, so a slow server never delays the
+bookkeeping or a waiter that a released connection could serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._pool import Pool, _Entry
+
+__all__ = ["retire_idle", "run_maintenance", "validate_idle"]
+
+
+def maintenance_interval(pool: Pool) -> float:
+    """Often enough to honour the shortest configured time, and at least once a second."""
+    options = pool.options
+    bounds = [1.0] + [t / 4 for t in (options.lifetime, options.max_idle) if t > 0]
+    return max(0.05, min(bounds))
+
+
+async def run_maintenance(pool: Pool) -> None:
+    interval = maintenance_interval(pool)
+    while True:
+        await asyncio.sleep(interval)
+        retire_idle(pool)
+        pool._grow()
+
+
+def retire_idle(pool: Pool) -> None:
+    """Close idle connections past their lifetime, and those idle longer than ``max_idle``
+    while the pool holds more than ``minsize``. The least recently used go first."""
+    now = pool._now()
+    max_idle = pool.options.max_idle
+    size = pool.size
+    kept: deque[_Entry] = deque()
+    for entry in pool._free:  # oldest use first: the free list is a LIFO stack
+        if entry.expires and now >= entry.expires:
+            reason = "lifetime"
+        elif max_idle and now - entry.last_used > max_idle and size > pool.minsize:
+            reason = "idle"
+        else:
+            kept.append(entry)
+            continue
+        size -= 1
+        pool._spawn(pool._close_entry(entry, reason), "mysqlpool-close")
+    pool._free = kept
+
+
+def validate_idle(pool: Pool) -> None:
+    """Ping, concurrently, every idle connection outside the pre-ping window.
+
+    Called when a pre-ping went unanswered: that usually means the network path died
+    and took the other idle connections with it. Checking them one after another would
+    cost one ping timeout each inside somebody's acquire deadline.
+    """
+    now = pool._now()
+    stale = [entry for entry in pool._free if now - entry.last_used > pool._ping_window]
+    if not stale:
+        return
+    pool._free = deque(entry for entry in pool._free if now - entry.last_used <= pool._ping_window)
+    pool._checking += len(stale)
+    for entry in stale:
+        pool._spawn(_check(pool, entry), "mysqlpool-check")
+
+
+async def _check(pool: Pool, entry: _Entry) -> None:
+    alive = False
+    try:
+        alive = await pool._ping(entry, pool.options.ping_timeout)
+    finally:
+        pool._checking -= 1
+        if alive:
+            pool._put(entry)
+        else:
+            pool._close_entry_now(entry, "broken")
+            pool._grow()

@@ -1,0 +1,804 @@
+"""The connection pool: acquire and release, the FIFO queue, growth, close and terminate.
+
+Invariants, kept by every method below and checked by the stress tests:
+
+- ``size == len(_free) + len(_in_use) + _opening + _checking`` and ``size <= maxsize``.
+  A connection is always in exactly one of: the free list, the in-use map, an opening
+  task or a validation sweep. No code path drops one without accounting for it.
+- A waiter is a future in ``_waiters``; whoever changes capacity (release, discard,
+  a finished connect, close) hands a connection to the oldest live waiter or starts a
+  connect for it. Nobody waits on a condition that may never be signalled.
+- No lock is ever held across I/O: this is one event loop, and every state change is a
+  synchronous block between awaits. Connects, pings and resets run in their own tasks or
+  in the caller's task *after* the bookkeeping is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from types import TracebackType
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from ._config import PoolOptions
+from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._stats import CLOSE_REASONS, Histogram
+
+__all__ = ["Pool", "is_disconnect"]
+
+logger = logging.getLogger("fastapi_mysqlpool")
+
+_IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
+_COM_RESET_CONNECTION = 0x1F
+# Server error codes that end the session (shutdown, killed, idle timeout) although the
+# server reports them as ordinary errors. Client-side codes (2000-2999) always do.
+_SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
+_LIFETIME_JITTER = 0.025
+# Passed as the "exception" of a release that asks for the connection to be closed.
+_DISCARD = Exception("discarded by the caller")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves the connection unusable, so that it must be replaced.
+
+    Connection-level: ``InterfaceError``, ``InternalError`` (e.g. a wrong packet
+    sequence), ``OperationalError`` with a client-side code such as 2006 or 2013 or a
+    session-ending server code, and socket errors. Statement-level errors such as
+    ``ProgrammingError``, ``IntegrityError``, ``DataError``, a deadlock (1213) or a lock
+    wait timeout (1205) keep the connection, after a rollback.
+    """
+    if isinstance(exc, (pymysql.err.InterfaceError, pymysql.err.InternalError, OSError, EOFError)):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
+    return False
+
+
+def _is_clean(conn: aiomysql.Connection) -> bool:
+    """Cheap, I/O-free check: socket open, no EOF or stray bytes, no unread result."""
+    reader = conn._reader
+    if reader is None or reader.eof_received or reader._buffer:
+        return False
+    result = conn._result
+    return result is None or not result.unbuffered_active
+
+
+class _Entry:
+    """A pooled connection and its bookkeeping; allocated once per connection."""
+
+    __slots__ = ("acquired_at", "conn", "created", "expires", "last_used", "leak_handle", "leak_stack", "leaked")
+
+    def __init__(self, conn: aiomysql.Connection, now: float, lifetime: float) -> None:
+        self.conn = conn
+        self.created = now
+        # Jitter spreads retirement so connections opened together are not all replaced at once.
+        self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime > 0 else 0.0
+        self.last_used = now
+        self.acquired_at = now
+        self.leak_handle: asyncio.TimerHandle | None = None
+        self.leak_stack: str | None = None
+        self.leaked = False
+
+
+class _AcquireContext:
+    """What ``pool.acquire()`` returns: awaitable, and an async context manager."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: aiomysql.Connection | None = None
+
+    def __await__(self) -> Generator[Any, None, aiomysql.Connection]:
+        return self._pool._acquire(self._timeout).__await__()
+
+    async def __aenter__(self) -> aiomysql.Connection:
+        pool = self._pool
+        conn = pool._take_fresh() if self._timeout is None else None
+        if conn is None:
+            conn = await pool._acquire(self._timeout)
+        self._conn = conn
+        return conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn = self._conn
+        self._conn = None
+        if conn is not None:
+            reset = self._pool._release(conn, exc)
+            if reset is not None:
+                await reset
+
+
+class Pool:
+    """An asyncio pool of aiomysql connections, API-compatible with ``aiomysql.Pool``.
+
+    Create it with `create_pool`. Beyond aiomysql it adds an acquire timeout, a bounded
+    FIFO queue, reset and discard on release, pre-ping, lifetime and idle retirement,
+    reconnect with backoff, a bounded shutdown and `stats()`.
+    """
+
+    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._now: Callable[[], float] = self._loop.time
+        self._options = options
+        self._connect_kwargs = connect_kwargs
+        self._autocommit: bool | None = connect_kwargs.get("autocommit", False)
+        self._name = options.name or _default_name(connect_kwargs)
+        self._lifetime = options.lifetime
+        self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
+
+        self._free: deque[_Entry] = deque()
+        self._in_use: dict[aiomysql.Connection, _Entry] = {}
+        self._terminated: set[aiomysql.Connection] = set()
+        self._waiters: deque[asyncio.Future[_Entry]] = deque()
+        self._opening = 0
+        self._checking = 0
+        self._closing = False
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._drained: asyncio.Future[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+
+        self._outage = False
+        self._connect_attempt = 0
+        self.last_error: str | None = None
+        self._last_slow_log = -1e9
+        self._slow_suppressed = 0
+
+        self.acquired_total = 0
+        self.timeouts_total = 0
+        self.rejected_total = 0
+        self.created_total = 0
+        self.connect_errors_total = 0
+        self.closed_total = dict.fromkeys(CLOSE_REASONS, 0)
+        self.wait_time = Histogram()
+        self.use_time = Histogram()
+        self.create_time = Histogram()
+
+    # ------------------------------------------------------------------ surface
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def options(self) -> PoolOptions:
+        return self._options
+
+    @property
+    def minsize(self) -> int:
+        return self._options.minsize
+
+    @property
+    def maxsize(self) -> int:
+        return self._options.maxsize
+
+    @property
+    def size(self) -> int:
+        """Open connections, plus those being opened or checked."""
+        return len(self._free) + len(self._in_use) + self._opening + self._checking
+
+    @property
+    def freesize(self) -> int:
+        return len(self._free)
+
+    @property
+    def closed(self) -> bool:
+        """True once `wait_closed()` has finished, as in aiomysql."""
+        return self._closed
+
+    @property
+    def echo(self) -> bool:
+        return bool(self._connect_kwargs.get("echo", False))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return (
+            f"<Pool {self._name!r} {state} size={self.size}/{self.maxsize} "
+            f"free={len(self._free)} in_use={len(self._in_use)} waiting={len(self._waiters)}>"
+        )
+
+    def acquire(self, timeout: float | None = None) -> _AcquireContext:
+        """Get a connection: ``async with pool.acquire() as conn`` or ``conn = await pool.acquire()``.
+
+        Waits at most ``timeout`` seconds (default: the ``acquire_timeout`` option), then
+        raises `PoolTimeout`. Raises `TooManyWaiters` when ``max_waiting`` tasks already
+        queue and `PoolClosed` when the pool is closing.
+        """
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"acquire timeout must be > 0, not {timeout!r}")
+        return _AcquireContext(self, timeout)
+
+    async def release(self, conn: aiomysql.Connection, *, discard: bool = False) -> None:
+        """Give a connection back. ``discard=True`` closes it instead of reusing it."""
+        reset = self._release(conn, _DISCARD if discard else None)
+        if reset is not None:
+            await reset
+
+    async def clear(self) -> None:
+        """Close every idle connection now, and each in-use one when it comes back."""
+        for entry in self._in_use.values():
+            entry.expires = -1.0
+        closing = [self._close_entry(self._free.pop(), "cleared") for _ in range(len(self._free))]
+        await asyncio.gather(*closing)
+        self._grow()
+
+    def close(self) -> None:
+        """Stop handing out connections. Waiters get `PoolClosed`; idle connections close
+        now (with COM_QUIT), in-use ones when they come back. Then await `wait_closed()`."""
+        if self._closing:
+            return
+        self._closing = True
+        logger.info(
+            "pool %s closing", self._name, extra={"pool": self._name, "event": "close", "in_use": len(self._in_use)}
+        )
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(PoolClosed(f"pool {self._name!r} was closed while waiting"))
+        for task in list(self._tasks):
+            if task.get_name().startswith("mysqlpool-open") or task is self._maintenance:
+                task.cancel()
+        while self._free:
+            self._spawn(self._close_entry(self._free.pop(), "shutdown"), "mysqlpool-close")
+
+    def terminate(self) -> None:
+        """Close the pool and every connection at once, in use or not."""
+        self.close()
+        for conn, entry in list(self._in_use.items()):
+            self._forget(entry)
+            self._terminated.add(conn)
+            self.closed_total["terminated"] += 1
+            conn.close()
+        self._check_drained()
+
+    async def wait_closed(self) -> None:
+        """Wait until every connection is closed: a graceful drain of at most
+        ``close_timeout`` seconds, then `terminate()` for what is still in use."""
+        if not self._closing:
+            raise PoolError("wait_closed() must be called after close()")
+        if self._in_use:
+            self._drained = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), self._options.close_timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "pool %s: %d connection(s) still in use after %.1f s; terminating them",
+                    self._name, len(self._in_use), self._options.close_timeout,
+                    extra={"pool": self._name, "event": "terminate", "in_use": len(self._in_use)},
+                )  # fmt: skip
+                self.terminate()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # Let transports finish closing their sockets before the loop may be closed.
+        await asyncio.sleep(0)
+        self._closed = True
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of the pool's state and counters."""
+        return {
+            "name": self._name,
+            "state": "closed" if self._closed else "closing" if self._closing else "open",
+            "minsize": self.minsize,
+            "maxsize": self.maxsize,
+            "size": self.size,
+            "free": len(self._free),
+            "in_use": len(self._in_use),
+            "waiting": len(self._waiters),
+            "opening": self._opening,
+            "acquired_total": self.acquired_total,
+            "timeouts_total": self.timeouts_total,
+            "rejected_total": self.rejected_total,
+            "created_total": self.created_total,
+            "connect_errors_total": self.connect_errors_total,
+            "closed_total": dict(self.closed_total),
+            "acquire_wait_seconds": self.wait_time.snapshot(),
+            "use_seconds": self.use_time.snapshot(),
+            "connect_seconds": self.create_time.snapshot(),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------ opening
+
+    async def _open(self) -> None:
+        """Start background work and, with ``wait_open``, wait for ``minsize`` connections."""
+        from ._maintenance import run_maintenance
+
+        self._maintenance = self._spawn(run_maintenance(self), "mysqlpool-maintenance")
+        opts = self._options
+        if opts.minsize == 0:
+            return
+        if not opts.wait_open:
+            self._grow()
+            return
+        deadline = self._now() + opts.open_timeout
+        while True:
+            tasks = [self._loop.create_task(self._connect()) for _ in range(opts.minsize - self.size)]
+            try:
+                await asyncio.wait(tasks)
+            except BaseException:
+                # Cancelled while opening: nobody will ever get this pool, close what opened.
+                for task in tasks:
+                    task.cancel()
+                    if task.done() and not task.cancelled() and task.exception() is None:
+                        task.result().conn.close()
+                while self._free:
+                    self._free.pop().conn.close()
+                self._closing = self._closed = True
+                if self._maintenance is not None:
+                    self._maintenance.cancel()
+                raise
+            self._free.extend(t.result() for t in tasks if t.exception() is None)
+            errors = [e for t in tasks if (e := t.exception()) is not None]
+            if not errors:
+                logger.info(
+                    "pool %s open with %d connection(s)", self._name, self.size,
+                    extra={"pool": self._name, "event": "open", "size": self.size},
+                )  # fmt: skip
+                return
+            first = errors[0]
+            if not isinstance(first, Exception) or not _is_transient(first) or self._now() >= deadline:
+                self.close()
+                await self.wait_closed()
+                if isinstance(first, Exception) and _is_transient(first):
+                    raise PoolTimeout(
+                        f"pool {self._name!r} could not open {opts.minsize} connection(s) within "
+                        f"{opts.open_timeout:g} s; last error: {self.last_error}"
+                    ) from first
+                raise first
+            await asyncio.sleep(min(self._backoff(), max(0.0, deadline - self._now())))
+
+    async def _connect(self) -> _Entry:
+        """Open one connection, bounded by ``connect_timeout`` as a whole."""
+        started = self._now()
+        conn = aiomysql.Connection(**self._connect_kwargs)
+        try:
+            await asyncio.wait_for(conn._connect(), self._options.connect_timeout)
+        except BaseException as exc:
+            conn.close()
+            self.connect_errors_total += 1
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = pymysql.err.OperationalError(
+                    2003,
+                    f"Can't connect to MySQL server on {self._name!r} "
+                    f"(connect timed out after {self._options.connect_timeout:g} s)",
+                )
+            if isinstance(exc, Exception):
+                self.last_error = _describe(exc)
+                self._outage = True
+                self._connect_attempt += 1
+                raise exc from None
+            raise
+        now = self._now()
+        self.create_time.observe(now - started)
+        self.created_total += 1
+        self._outage = False
+        self._connect_attempt = 0
+        return _Entry(conn, now, self._lifetime)
+
+    def _backoff(self) -> float:
+        """Jittered exponential delay before the next connect attempt."""
+        base = min(self._options.backoff_max, 0.05 * 2 ** min(self._connect_attempt, 16))
+        return float(base * (0.5 + random.random() / 2))
+
+    def _grow(self) -> None:
+        """Start connects for waiters no connect in flight will serve, and up to ``minsize``.
+
+        While the server is unreachable only one connect runs at a time, so a down server
+        sees one attempt per backoff period rather than one per waiter.
+        """
+        if self._closing:
+            return
+        size = self.size
+        wanted = max(len(self._waiters) - self._opening, self.minsize - size)
+        wanted = min(wanted, self.maxsize - size)
+        if self._outage:
+            wanted = min(wanted, 1 - self._opening)
+        for _ in range(wanted):
+            self._opening += 1
+            self._spawn(self._open_one(), "mysqlpool-open")
+
+    async def _open_one(self) -> None:
+        """Background connect, retried with backoff while there is demand for it."""
+        entry: _Entry | None = None
+        try:
+            while entry is None:
+                try:
+                    entry = await self._connect()
+                except Exception as exc:
+                    logger.warning(
+                        "pool %s: connect failed (%s); retrying in the background", self._name, self.last_error,
+                        extra={"pool": self._name, "event": "connect_failed", "error": self.last_error},
+                    )  # fmt: skip
+                    if self._options.fail_fast:
+                        self._fail_waiters(exc)
+                    if not self._waiters and self.size - 1 >= self.minsize:
+                        return
+                    await asyncio.sleep(self._backoff())
+        finally:
+            self._opening -= 1
+            if entry is not None:
+                self._put(entry)
+                # The server answers again: open connections for whoever else waits.
+                self._grow()
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(_copy_error(exc))
+
+    # ------------------------------------------------------------ acquire
+
+    def _take_fresh(self) -> aiomysql.Connection | None:
+        """The hot path: the most recently used idle connection, if it needs no check."""
+        if self._waiters or not self._free or self._closing:
+            return None
+        entry = self._free[-1]
+        now = self._now()
+        if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
+            return None
+        conn = entry.conn
+        if not _is_clean(conn):
+            return None
+        self._free.pop()
+        self._in_use[conn] = entry
+        entry.acquired_at = now
+        self.acquired_total += 1
+        self.wait_time.counts[0] += 1
+        self.wait_time.count += 1
+        if self._options.leak_timeout:
+            self._watch_leak(entry)
+        return conn
+
+    async def _acquire(self, timeout: float | None) -> aiomysql.Connection:
+        if self._closing:
+            raise PoolClosed(f"pool {self._name!r} is closed")
+        started = self._now()
+        deadline = started + (self._options.acquire_timeout if timeout is None else timeout)
+        entry = await self._checkout_idle(deadline) if not self._waiters else None
+        if entry is None:
+            entry = await self._wait(started, deadline)
+        now = self._now()
+        waited = now - started
+        self.acquired_total += 1
+        self.wait_time.observe(waited)
+        entry.acquired_at = now
+        if self._options.slow_acquire and waited >= self._options.slow_acquire:
+            self._log_slow_acquire(waited)
+        if self._options.leak_timeout:
+            self._watch_leak(entry)
+        return entry.conn
+
+    async def _checkout_idle(self, deadline: float) -> _Entry | None:
+        """Take idle connections, newest first, until one passes its checks."""
+        while self._free:
+            entry = self._free.pop()
+            now = self._now()
+            if entry.expires and now >= entry.expires:
+                self._spawn(self._close_entry(entry, "lifetime"), "mysqlpool-close")
+                continue
+            if not _is_clean(entry.conn):
+                self._close_entry_now(entry, "broken")
+                continue
+            self._in_use[entry.conn] = entry
+            if now - entry.last_used <= self._ping_window:
+                return entry
+            try:
+                alive = await self._ping(entry, min(self._options.ping_timeout, deadline - now))
+            except BaseException:
+                # Cancelled mid-ping: aiomysql has closed the connection; account for it.
+                alive = False
+                raise
+            finally:
+                if not alive:
+                    self._forget(entry)
+                    self._close_entry_now(entry, "broken")
+                    self._grow()
+            if alive:
+                return entry
+            # A silent ping suggests the network path died: check the other idle
+            # connections concurrently rather than one timeout after another.
+            from ._maintenance import validate_idle
+
+            validate_idle(self)
+            return None
+        self._grow()
+        return None
+
+    async def _ping(self, entry: _Entry, timeout: float) -> bool:
+        """COM_PING within ``timeout``. Cancellation propagates; the caller accounts for the entry."""
+        if timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(entry.conn.ping(reconnect=False), timeout)
+        except Exception:
+            return False
+        entry.last_used = self._now()
+        return True
+
+    async def _wait(self, started: float, deadline: float) -> _Entry:
+        """Queue (FIFO) until a released or new connection is handed over, or the deadline."""
+        if self._closing:
+            raise PoolClosed(f"pool {self._name!r} is closed")
+        max_waiting = self._options.max_waiting
+        if max_waiting and len(self._waiters) >= max_waiting:
+            self.rejected_total += 1
+            raise TooManyWaiters(
+                f"pool {self._name!r}: {len(self._waiters)} tasks already wait for a connection (max_waiting)"
+            )
+        if self._options.fail_fast and self._outage and self._opening and self.last_error:
+            raise pymysql.err.OperationalError(2003, self.last_error)
+        fut: asyncio.Future[_Entry] = self._loop.create_future()
+        self._waiters.append(fut)
+        self._grow()
+        timer = self._loop.call_at(deadline, self._expire_waiter, fut, deadline - started)
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Handed a connection in the same tick we were cancelled: give it back.
+                self._give_back(fut.result())
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+                else:
+                    self._grow()
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire_waiter(self, fut: asyncio.Future[_Entry], waited: float) -> None:
+        if fut.done():
+            return
+        self.timeouts_total += 1
+        error = f"; last connect error: {self.last_error}" if self._outage and self.last_error else ""
+        fut.set_exception(
+            PoolTimeout(
+                f"pool {self._name!r}: no connection within {waited:g} s "
+                f"(size {self.size}/{self.maxsize}, {len(self._in_use)} in use, "
+                f"{len(self._waiters)} waiting){error}"
+            )
+        )
+        logger.warning(
+            "pool %s exhausted: acquire timed out after %g s", self._name, waited,
+            extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use), "waiting": len(self._waiters)},
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ release
+
+    def _release(self, conn: aiomysql.Connection, exc: BaseException | None) -> asyncio.Future[None] | None:
+        """Return ``conn``. Synchronous unless the connection needs a reset; then the
+        reset runs in its own task (so cancelling the releaser cannot abandon it) and
+        the returned future completes with it."""
+        entry = self._in_use.get(conn)
+        if entry is None:
+            if conn in self._terminated:
+                self._terminated.discard(conn)
+                return None
+            raise PoolError(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+        now = self._now()
+        self.use_time.observe(now - entry.acquired_at)
+        if entry.leak_handle is not None:
+            self._end_leak_watch(entry, now)
+        if self._closing:
+            self._forget(entry)
+            if _is_clean(conn) and not conn.get_transaction_status():
+                return self._spawn(self._close_entry(entry, "shutdown"), "mysqlpool-close")
+            self._close_entry_now(entry, "shutdown")
+            return None
+        if (exc is not None and (exc is _DISCARD or is_disconnect(exc))) or not _is_clean(conn):
+            self._forget(entry)
+            self._close_entry_now(entry, "broken")
+            self._grow()
+            return None
+        if entry.expires and now >= entry.expires:
+            self._forget(entry)
+            self._grow()
+            return self._spawn(
+                self._close_entry(entry, "cleared" if entry.expires < 0 else "lifetime"), "mysqlpool-close"
+            )
+        entry.last_used = now
+        if (
+            conn.server_status & _IN_TRANS
+            or self._options.reset_connection
+            or (self._autocommit is not None and conn.get_autocommit() != self._autocommit)
+        ):
+            return self._spawn(self._reset(entry), "mysqlpool-reset")
+        del self._in_use[conn]
+        self._put(entry)
+        return None
+
+    async def _reset(self, entry: _Entry) -> None:
+        conn = entry.conn
+        try:
+            await asyncio.wait_for(self._reset_session(conn), self._options.reset_timeout)
+        except BaseException as exc:
+            if self._in_use.get(conn) is entry:  # not already terminated
+                logger.info(
+                    "pool %s: reset on release failed (%s); connection discarded", self._name, _describe(exc),
+                    extra={"pool": self._name, "event": "discard", "reason": "reset_failed"},
+                )  # fmt: skip
+                self._forget(entry)
+                self._close_entry_now(entry, "reset_failed")
+                self._grow()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self._in_use.get(conn) is entry:
+            self._give_back(entry)
+
+    async def _reset_session(self, conn: aiomysql.Connection) -> None:
+        if self._options.reset_connection:
+            await conn._execute_command(_COM_RESET_CONNECTION, b"")
+            await conn._read_ok_packet()
+            # The reset restores server defaults; re-apply what the pool configured.
+            if conn.sql_mode is not None:
+                await conn.query(f"SET sql_mode={conn.sql_mode}")
+            if conn.init_command is not None:
+                await conn.query(conn.init_command)
+                await conn.commit()
+            if self._autocommit is not None:
+                await conn._send_autocommit_mode()
+        elif conn.server_status & _IN_TRANS:
+            await conn.rollback()
+        if self._autocommit is not None and conn.get_autocommit() != self._autocommit:
+            await conn.autocommit(self._autocommit)
+        if self._autocommit is not None:
+            conn.autocommit_mode = self._autocommit
+
+    def _give_back(self, entry: _Entry) -> None:
+        self._in_use.pop(entry.conn, None)
+        self._put(entry)
+
+    def _put(self, entry: _Entry) -> None:
+        """Hand ``entry`` to the oldest live waiter, or make it idle."""
+        if self._closing:
+            self._spawn(self._close_entry(entry, "shutdown"), "mysqlpool-close")
+            return
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                self._in_use[entry.conn] = entry
+                fut.set_result(entry)
+                return
+        self._free.append(entry)
+
+    # ------------------------------------------------------------ closing connections
+
+    def _forget(self, entry: _Entry) -> None:
+        self._in_use.pop(entry.conn, None)
+        self._check_drained()
+
+    async def _close_entry(self, entry: _Entry, reason: str) -> None:
+        """Close politely: COM_QUIT, so the server does not count an aborted client."""
+        self.closed_total[reason] += 1
+        conn = entry.conn
+        try:
+            if _is_clean(conn):
+                await asyncio.wait_for(conn.ensure_closed(), 1.0)
+        except Exception:
+            pass
+        finally:
+            conn.close()
+            self._check_drained()
+
+    def _close_entry_now(self, entry: _Entry, reason: str) -> None:
+        """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
+        self.closed_total[reason] += 1
+        entry.conn.close()
+        if reason != "shutdown":
+            logger.info(
+                "pool %s: connection discarded (%s)", self._name, reason,
+                extra={"pool": self._name, "event": "discard", "reason": reason},
+            )  # fmt: skip
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not self._in_use and not drained.done():
+            drained.set_result(None)
+
+    # ------------------------------------------------------------ leak detection
+
+    def _watch_leak(self, entry: _Entry) -> None:
+        entry.leak_stack = "".join(traceback.format_stack(limit=16)[:-3])
+        entry.leaked = False
+        entry.leak_handle = self._loop.call_later(self._options.leak_timeout, self._report_leak, entry)
+
+    def _report_leak(self, entry: _Entry) -> None:
+        entry.leaked = True
+        logger.warning(
+            "pool %s: connection held for more than %g s; acquired at:\n%s",
+            self._name, self._options.leak_timeout, entry.leak_stack,
+            extra={"pool": self._name, "event": "leak", "stack": entry.leak_stack},
+        )  # fmt: skip
+
+    def _end_leak_watch(self, entry: _Entry, now: float) -> None:
+        assert entry.leak_handle is not None
+        entry.leak_handle.cancel()
+        entry.leak_handle = None
+        if entry.leaked:
+            held = now - entry.acquired_at
+            logger.warning(
+                "pool %s: leaked connection returned after %.3f s", self._name, held,
+                extra={"pool": self._name, "event": "leak_returned", "held_seconds": held},
+            )  # fmt: skip
+
+    def _log_slow_acquire(self, waited: float) -> None:
+        # At most one line a second, so an overload does not flood the log.
+        now = self._now()
+        if now - self._last_slow_log < 1.0:
+            self._slow_suppressed += 1
+            return
+        logger.warning(
+            "pool %s: slow acquire, waited %.3f s (%d more since the last report)",
+            self._name, waited, self._slow_suppressed,
+            extra={"pool": self._name, "event": "slow_acquire", "wait_seconds": waited},
+        )  # fmt: skip
+        self._last_slow_log = now
+        self._slow_suppressed = 0
+
+    # ------------------------------------------------------------ tasks
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("pool %s: background task %s failed", self._name, task.get_name(), exc_info=task.exception())
+
+
+def _default_name(kwargs: dict[str, Any]) -> str:
+    db = kwargs.get("db") or ""
+    if kwargs.get("unix_socket"):
+        return f"{kwargs['unix_socket']}/{db}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 3306)}/{db}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    return f"{text} ({cause})" if cause is not None and str(cause) else text
+
+
+def _is_transient(exc: Exception) -> bool:
+    """A connect error worth retrying: network trouble, not wrong credentials or database."""
+    if isinstance(exc, pymysql.err.OperationalError) and exc.args and isinstance(exc.args[0], int):
+        return bool(exc.args[0] >= 2000 or exc.args[0] in (1040, 1053, 1129, 1203, 1226))
+    return isinstance(exc, OSError)
+
+
+def _copy_error(exc: Exception) -> Exception:
+    # Each waiter gets its own instance: one exception raised in many tasks would share
+    # and grow a single traceback.
+    try:
+        return type(exc)(*exc.args)
+    except Exception:
+        return PoolError(_describe(exc))

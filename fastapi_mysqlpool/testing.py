@@ -1,0 +1,422 @@
+"""Throwaway MariaDB/MySQL servers for tests: yours and ours.
+
+`MySQLServer` starts a private server from the binaries on ``PATH``: a temporary
+datadir, ``--no-defaults``, a free port on 127.0.0.1 and its own unix socket, a user
+with a password and an empty database. No docker, no root account of the machine's
+server, nothing left behind::
+
+    from fastapi_mysqlpool.testing import MySQLServer
+
+    with MySQLServer() as server:
+        pool = await create_pool(dsn=server.dsn)
+
+For fault tests it can also `kill()` (SIGKILL), `pause()`/`resume()` (SIGSTOP/SIGCONT:
+a hung server) and `restart()` on the same port and datadir.
+
+Installing the package registers a pytest plugin with the fixtures ``mysql_server``,
+``mysql_dsn`` and ``private_mysql_server``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import pymysql
+
+__all__ = ["EXTERNAL_DSN_ENV", "ExternalServer", "MySQLServer", "MySQLServerError", "server_binaries"]
+
+#: Point the shared ``mysql_server`` fixture at an existing server instead of starting one.
+EXTERNAL_DSN_ENV = "FASTAPI_MYSQLPOOL_TEST_DSN"
+
+_INSTALL_HINT = (
+    "No MariaDB or MySQL server binary was found on PATH (looked for mariadbd, mysqld). Install one:\n"
+    "  Debian/Ubuntu: sudo apt-get install -y mariadb-server\n"
+    "  macOS:         brew install mariadb\n"
+    f"or point the tests at an existing server: export {EXTERNAL_DSN_ENV}=mysql://user:password@host:3306/db"
+)
+_PR_SET_PDEATHSIG = 1
+
+
+class MySQLServerError(RuntimeError):
+    """The throwaway server could not be found, initialised or started."""
+
+
+def server_binaries() -> tuple[str, str | None, str]:
+    """Return ``(server, install_db, flavor)`` for the server found on ``PATH``.
+
+    ``install_db`` is ``None`` for MySQL, which initialises with ``--initialize-insecure``.
+    Raises `MySQLServerError` with installation hints when there is none.
+    """
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin"])
+    mariadbd = shutil.which("mariadbd", path=search)
+    if mariadbd:
+        install_db = shutil.which("mariadb-install-db", path=search) or shutil.which("mysql_install_db", path=search)
+        if install_db is None:
+            raise MySQLServerError(f"found {mariadbd} but not mariadb-install-db.\n{_INSTALL_HINT}")
+        return mariadbd, install_db, "mariadb"
+    mysqld = shutil.which("mysqld", path=search)
+    if mysqld is None:
+        raise MySQLServerError(_INSTALL_HINT)
+    version = subprocess.run([mysqld, "--version"], capture_output=True, text=True, check=False).stdout
+    if "mariadb" in version.lower():
+        install_db = shutil.which("mysql_install_db", path=search) or shutil.which("mariadb-install-db", path=search)
+        if install_db is None:
+            raise MySQLServerError(f"found {mysqld} (MariaDB) but not mysql_install_db.\n{_INSTALL_HINT}")
+        return mysqld, install_db, "mariadb"
+    return mysqld, None, "mysql"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Linux only: the kernel kills the server if the process that started it dies,
+    # even by SIGKILL, so a crashed test run cannot leave an orphan behind.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ExternalServer:
+    """An existing server given by DSN, with the read-only part of `MySQLServer`'s surface."""
+
+    def __init__(self, dsn: str) -> None:
+        from ._config import parse_dsn
+
+        self.dsn = dsn
+        self.connect_kwargs: dict[str, Any] = parse_dsn(dsn).connect_kwargs
+        self.host: str = self.connect_kwargs.get("host", "127.0.0.1")
+        self.port: int = self.connect_kwargs.get("port", 3306)
+        self.user: str = self.connect_kwargs.get("user", "")
+        self.password: str = self.connect_kwargs.get("password", "")
+        self.db: str = self.connect_kwargs.get("db", "")
+
+    def __repr__(self) -> str:
+        return f"ExternalServer({self.host}:{self.port}/{self.db})"
+
+    def root_connect_kwargs(self) -> dict[str, Any]:
+        """Administrative access: on an external server, the configured user."""
+        return dict(self.connect_kwargs)
+
+
+class MySQLServer:
+    """A throwaway MariaDB (or MySQL) server.
+
+    - ``user``, ``password``, ``db``: the account and the empty database created at start.
+      The password is random by default and contains characters that DSNs must escape.
+    - ``port``: a free port on 127.0.0.1 unless given.
+    - ``ready_timeout``: how long `start()` waits for the server to answer.
+    - ``server_args``: extra server options, e.g. ``["--wait-timeout=2"]``.
+
+    The server, its datadir and its socket are removed by `stop()`, by the context
+    manager, at interpreter exit, and (on Linux) by the kernel if the starting process dies.
+    """
+
+    def __init__(
+        self,
+        *,
+        user: str = "app",
+        password: str | None = None,
+        db: str = "app",
+        port: int | None = None,
+        ready_timeout: float = 30.0,
+        server_args: list[str] | None = None,
+    ) -> None:
+        self.user = user
+        self.password = password if password is not None else f"pw-{os.urandom(6).hex()}#@:/"
+        self.db = db
+        self.host = "127.0.0.1"
+        self.port = port or 0
+        self.ready_timeout = ready_timeout
+        self.server_args = list(server_args or [])
+        self.startup_seconds: float | None = None
+        self._datadir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"MySQLServer({self.host}:{self.port}/{self.db}, {state})"
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def dsn(self) -> str:
+        """``mysql://user:password@127.0.0.1:PORT/db``, user and password percent-encoded."""
+        return f"mysql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/{self.db}"
+
+    @property
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``aiomysql.connect``/``create_pool``."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password, "db": self.db}
+
+    @property
+    def socket_path(self) -> str:
+        return str(self._require_datadir() / "mysqld.sock")
+
+    @property
+    def datadir(self) -> Path:
+        return self._require_datadir()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def root_connect_kwargs(self) -> dict[str, Any]:
+        """Root over the unix socket: for KILL, SET GLOBAL and other administration."""
+        return {"unix_socket": self.socket_path, "user": "root", "password": ""}
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's error log."""
+        if self._datadir is None:
+            return ""
+        try:
+            text = (self._datadir / "error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ---------------------------------------------------------------- life cycle
+
+    def start(self) -> MySQLServer:
+        """Initialise a datadir (first time), start the server and wait until it answers."""
+        with self._lock:
+            if self.running:
+                return self
+            began = time.monotonic()
+            first = self._datadir is None
+            if first:
+                self._datadir = Path(tempfile.mkdtemp(prefix="mysqlpool-"))
+                self._finalizer = weakref.finalize(self, _cleanup, self._datadir, None)
+                try:
+                    self._initialise()
+                except BaseException:
+                    self._remove_datadir()
+                    raise
+            fixed_port = self.port != 0
+            for attempt in range(3):
+                if not fixed_port:
+                    self.port = _free_port()
+                try:
+                    self._spawn_and_wait()
+                    break
+                except MySQLServerError:
+                    # Another process may have taken the free port between probe and bind.
+                    if fixed_port or attempt == 2 or "already in use" not in self.log_tail(50).lower():
+                        if first:
+                            self._remove_datadir()
+                        raise
+            if first:
+                try:
+                    self._create_account()
+                except BaseException:
+                    self._terminate(graceful=False)
+                    self._remove_datadir()
+                    raise
+            self.startup_seconds = time.monotonic() - began
+            return self
+
+    def stop(self) -> None:
+        """Shut the server down (SIGTERM, then SIGKILL) and delete its datadir."""
+        with self._lock:
+            self._terminate(graceful=True)
+            self._remove_datadir()
+
+    def kill(self) -> None:
+        """SIGKILL the server: a crash. The datadir stays, so `restart()` recovers it."""
+        with self._lock:
+            self._terminate(graceful=False)
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open but nothing answers."""
+        proc = self._require_proc()
+        proc.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        proc = self._require_proc()
+        proc.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def restart(self, *, graceful: bool = True) -> None:
+        """Stop (or kill) and start again on the same port and datadir."""
+        with self._lock:
+            self._terminate(graceful=graceful)
+        self.start()
+
+    def __enter__(self) -> MySQLServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- internals
+
+    def _require_datadir(self) -> Path:
+        if self._datadir is None:
+            raise MySQLServerError("the server has not been started")
+        return self._datadir
+
+    def _require_proc(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            raise MySQLServerError("the server is not running")
+        return self._proc
+
+    def _initialise(self) -> None:
+        server, install_db, flavor = server_binaries()
+        datadir = self._require_datadir()
+        data = datadir / "data"
+        if install_db is not None:
+            cmd = [
+                install_db,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ]
+        else:
+            cmd = [server, "--no-defaults", "--initialize-insecure", f"--datadir={data}"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+            raise MySQLServerError(f"{flavor} datadir initialisation failed ({' '.join(cmd)}):\n{tail}")
+
+    def _spawn_and_wait(self) -> None:
+        server, _, flavor = server_binaries()
+        datadir = self._require_datadir()
+        cmd = [
+            server,
+            "--no-defaults",
+            f"--datadir={datadir / 'data'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={datadir / 'mysqld.sock'}",
+            f"--pid-file={datadir / 'mysqld.pid'}",
+            f"--log-error={datadir / 'error.log'}",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=32M",
+            "--max-connections=500",
+            *self.server_args,
+        ]
+        if flavor == "mysql":
+            cmd += ["--mysqlx=OFF", "--innodb-redo-log-capacity=16M"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec
+        )
+        self._paused = False
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _cleanup, datadir, self._proc)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        proc = self._require_proc()
+        deadline = time.monotonic() + self.ready_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise MySQLServerError(
+                    f"the server exited with code {proc.returncode} during start-up. Log tail:\n{self.log_tail()}"
+                )
+            try:
+                # A bare socket first: pymysql leaks its socket when the connect is refused.
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(1)
+                    probe.connect(self.socket_path)
+                conn = pymysql.connect(**self.root_connect_kwargs(), connect_timeout=1)
+            except (OSError, pymysql.err.MySQLError) as exc:
+                last_error = exc
+                time.sleep(0.02)
+                continue
+            conn.close()
+            return
+        self._terminate(graceful=False)
+        raise MySQLServerError(
+            f"the server did not answer within {self.ready_timeout:g} s (last error: {last_error}). "
+            f"Log tail:\n{self.log_tail()}"
+        )
+
+    def _create_account(self) -> None:
+        conn = pymysql.connect(**self.root_connect_kwargs(), connect_timeout=5, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
+                for host in ("%", "localhost"):
+                    cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (self.user, host, self.password))
+                    cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (self.user, host))
+        finally:
+            conn.close()
+
+    def _terminate(self, *, graceful: bool) -> None:
+        proc = self._proc
+        self._proc = None
+        if proc is None:
+            return
+        _stop_process(proc, graceful=graceful, paused=self._paused)
+        self._paused = False
+
+    def _remove_datadir(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._datadir is not None:
+            shutil.rmtree(self._datadir, ignore_errors=True)
+            self._datadir = None
+
+
+def _stop_process(proc: subprocess.Popen[bytes], *, graceful: bool, paused: bool = True) -> None:
+    if proc.poll() is not None:
+        return
+    if paused:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+    if graceful:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def _cleanup(datadir: Path, proc: subprocess.Popen[bytes] | None) -> None:
+    # Runs at garbage collection or interpreter exit for servers nobody stopped.
+    if proc is not None:
+        _stop_process(proc, graceful=False)
+    shutil.rmtree(datadir, ignore_errors=True)
