@@ -1,0 +1,58 @@
+"""Shared fixtures: pools on the session's throwaway server, and root access for KILL and SET GLOBAL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._proxy import FaultProxy
+
+PoolFactory = Callable[..., Awaitable[mp.Pool]]
+
+
+@pytest.fixture
+async def make_pool(mysql_dsn: str) -> AsyncIterator[PoolFactory]:
+    """``await make_pool(maxsize=3, ...)``: a pool on the shared server, closed after the test."""
+    pools: list[mp.Pool] = []
+
+    async def factory(dsn: str | None = None, **options: Any) -> mp.Pool:
+        pool = await mp.create_pool(dsn=dsn or mysql_dsn, **options)
+        pools.append(pool)
+        return pool
+
+    yield factory
+    for pool in pools:
+        pool.close()
+        await pool.wait_closed()
+
+
+@pytest.fixture
+def admin(mysql_server: MySQLServer | ExternalServer) -> Iterator[pymysql.connections.Connection]:
+    """A root (or, on an external server, the configured user's) connection for administration."""
+    conn = pymysql.connect(**mysql_server.root_connect_kwargs(), autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(conn: pymysql.connections.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, args or None)
+        return list(cur.fetchall())
+
+
+@pytest.fixture
+def proxy(mysql_server: MySQLServer | ExternalServer) -> Iterator[FaultProxy]:
+    """A fault-injection proxy in front of the shared server."""
+    with FaultProxy(mysql_server.host, mysql_server.port) as p:
+        yield p
+
+
+def proxied_dsn(server: MySQLServer | ExternalServer, proxy: FaultProxy) -> str:
+    return server.dsn.replace(f"@{server.host}:{server.port}/", f"@{proxy.host}:{proxy.port}/")
