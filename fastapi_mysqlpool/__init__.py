@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
+from ._driver import is_disconnect
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
-from ._pool import Pool, is_disconnect
+from ._pool import Pool
 
 __version__ = "0.1.0"
 

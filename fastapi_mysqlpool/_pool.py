@@ -28,47 +28,17 @@ import aiomysql
 import pymysql
 
 from ._config import PoolOptions
+from ._driver import COM_RESET_CONNECTION, is_clean, is_disconnect, needs_rollback
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._stats import CLOSE_REASONS, Histogram
 
-__all__ = ["Pool", "is_disconnect"]
+__all__ = ["Pool"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
-_IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
-_COM_RESET_CONNECTION = 0x1F
-# Server error codes that end the session (shutdown, killed, idle timeout) although the
-# server reports them as ordinary errors. Client-side codes (2000-2999) always do.
-_SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
 _LIFETIME_JITTER = 0.025
 # Passed as the "exception" of a release that asks for the connection to be closed.
 _DISCARD = Exception("discarded by the caller")
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """Whether ``exc`` leaves the connection unusable, so that it must be replaced.
-
-    Connection-level: ``InterfaceError``, ``InternalError`` (e.g. a wrong packet
-    sequence), ``OperationalError`` with a client-side code such as 2006 or 2013 or a
-    session-ending server code, and socket errors. Statement-level errors such as
-    ``ProgrammingError``, ``IntegrityError``, ``DataError``, a deadlock (1213) or a lock
-    wait timeout (1205) keep the connection, after a rollback.
-    """
-    if isinstance(exc, (pymysql.err.InterfaceError, pymysql.err.InternalError, OSError, EOFError)):
-        return True
-    if isinstance(exc, pymysql.err.OperationalError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
-    return False
-
-
-def _is_clean(conn: aiomysql.Connection) -> bool:
-    """Cheap, I/O-free check: socket open, no EOF or stray bytes, no unread result."""
-    reader = conn._reader
-    if reader is None or reader.eof_received or reader._buffer:
-        return False
-    result = conn._result
-    return result is None or not result.unbuffered_active
 
 
 class _Entry:
@@ -459,7 +429,7 @@ class Pool:
         if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
             return None
         conn = entry.conn
-        if not _is_clean(conn):
+        if not is_clean(conn):
             return None
         self._free.pop()
         self._in_use[conn] = entry
@@ -498,7 +468,7 @@ class Pool:
             if entry.expires and now >= entry.expires:
                 self._spawn(self._close_entry(entry, "lifetime"), "mysqlpool-close")
                 continue
-            if not _is_clean(entry.conn):
+            if not is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
                 continue
             self._in_use[entry.conn] = entry
@@ -605,11 +575,11 @@ class Pool:
             self._end_leak_watch(entry, now)
         if self._closing:
             self._forget(entry)
-            if _is_clean(conn) and not conn.get_transaction_status():
+            if is_clean(conn) and not conn.get_transaction_status():
                 return self._spawn(self._close_entry(entry, "shutdown"), "mysqlpool-close")
             self._close_entry_now(entry, "shutdown")
             return None
-        if (exc is not None and (exc is _DISCARD or is_disconnect(exc))) or not _is_clean(conn):
+        if (exc is not None and (exc is _DISCARD or is_disconnect(exc))) or not is_clean(conn):
             self._forget(entry)
             self._close_entry_now(entry, "broken")
             self._grow()
@@ -622,7 +592,7 @@ class Pool:
             )
         entry.last_used = now
         if (
-            conn.server_status & _IN_TRANS
+            needs_rollback(conn)
             or self._options.reset_connection
             or (self._autocommit is not None and conn.get_autocommit() != self._autocommit)
         ):
@@ -652,7 +622,7 @@ class Pool:
 
     async def _reset_session(self, conn: aiomysql.Connection) -> None:
         if self._options.reset_connection:
-            await conn._execute_command(_COM_RESET_CONNECTION, b"")
+            await conn._execute_command(COM_RESET_CONNECTION, b"")
             await conn._read_ok_packet()
             # The reset restores server defaults; re-apply what the pool configured.
             if conn.sql_mode is not None:
@@ -662,7 +632,7 @@ class Pool:
                 await conn.commit()
             if self._autocommit is not None:
                 await conn._send_autocommit_mode()
-        elif conn.server_status & _IN_TRANS:
+        elif needs_rollback(conn):
             await conn.rollback()
         if self._autocommit is not None and conn.get_autocommit() != self._autocommit:
             await conn.autocommit(self._autocommit)
@@ -698,7 +668,7 @@ class Pool:
         self.closed_total[reason] += 1
         conn = entry.conn
         try:
-            if _is_clean(conn):
+            if is_clean(conn):
                 await asyncio.wait_for(conn.ensure_closed(), 1.0)
         except Exception:
             pass
