@@ -1,0 +1,246 @@
+"""Shared machinery of the reliability suite: a load generator that classifies every outcome, and a figures recorder.
+
+Every fault scenario runs workers against a pool while a fault happens, keeps one `Op` per request (when it started,
+when it ended, how it ended), and asserts on that record: which errors happened, when, and whether anything hung.
+Each scenario also records a measured figure with `record_figure`; the figures are printed in pytest's terminal
+summary and merged into ``.pytest_cache/d/reliability/figures.json``, from which docs/reliability.md is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomysql
+import pymysql
+import pytest
+
+import fastapi_mysqlpool as mp
+
+__all__ = [
+    "CLEAN_ERRORS",
+    "FAST",
+    "Load",
+    "Op",
+    "QueryTimeout",
+    "assert_every_connection_usable",
+    "assert_pool_accounted",
+    "classify",
+    "failures_after",
+    "percentile",
+    "query_once",
+    "record_figure",
+    "recovery_seconds",
+    "unclean",
+    "wait_until",
+]
+
+#: Short bounds for fault tests: every wait in a scenario ends within seconds, so the suite stays fast.
+FAST: dict[str, Any] = {
+    "acquire_timeout": 2.0,
+    "connect_timeout": 1.0,
+    "open_timeout": 5.0,
+    "ping_timeout": 0.5,
+    "backoff_max": 1.0,
+    "close_timeout": 2.0,
+}
+
+#: Errors a caller may see while the database is unavailable. Anything else is a defect.
+CLEAN_ERRORS = frozenset({"PoolTimeout", "TooManyWaiters", "OperationalError", "QueryTimeout"})
+
+
+class QueryTimeout(Exception):
+    """The caller's own bound on a query expired (aiomysql has no per-query timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One request made by a load worker."""
+
+    started: float
+    ended: float
+    outcome: str  # "ok", "hang", or the error's class name
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+def classify(exc: BaseException) -> str:
+    """The class name that `CLEAN_ERRORS` speaks of, with aiomysql's aliases folded onto pymysql's classes."""
+    for kind in (mp.PoolTimeout, mp.TooManyWaiters, mp.PoolClosed, QueryTimeout):
+        if isinstance(exc, kind):
+            return kind.__name__
+    for kind in (pymysql.err.InternalError, pymysql.err.OperationalError, pymysql.err.InterfaceError):
+        if isinstance(exc, kind):
+            return kind.__name__
+    return type(exc).__name__
+
+
+async def query_once(pool: mp.Pool, sql: str = "SELECT 1", *, query_timeout: float = 1.0) -> list[Any]:
+    """Acquire, run ``sql`` bounded by ``query_timeout``, release.
+
+    The bound is the caller's job: a query on a connection whose peer went silent never returns on its own. On
+    expiry aiomysql closes the connection, so the pool discards it on release.
+    """
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        try:
+            await asyncio.wait_for(cur.execute(sql), query_timeout)
+        except asyncio.TimeoutError:
+            raise QueryTimeout(f"query exceeded {query_timeout:g} s") from None
+        return list(await cur.fetchall())
+
+
+@dataclass
+class Load:
+    """``workers`` tasks calling ``request(pool)`` in a loop until `stop`, each call bounded by ``deadline``.
+
+    A call still running at its deadline is recorded as a ``"hang"``: the promise under test is that the pool's own
+    bounds (acquire timeout, connect timeout, the caller's query bound) end every call before that.
+    """
+
+    pool: mp.Pool
+    workers: int
+    deadline: float
+    request: Callable[[mp.Pool], Awaitable[Any]] = query_once
+    pause: float = 0.01
+    ops: list[Op] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> Load:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        return self
+
+    async def stop(self) -> list[Op]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.ops
+
+    async def _worker(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self.request(self.pool), self.deadline)
+            except mp.PoolTimeout as exc:
+                # PoolTimeout is a TimeoutError too: it must not be mistaken for the deadline below.
+                self.ops.append(Op(started, time.monotonic(), classify(exc), str(exc)))
+            except asyncio.TimeoutError:
+                self.ops.append(Op(started, time.monotonic(), "hang"))
+            except Exception as exc:
+                self.ops.append(Op(started, time.monotonic(), classify(exc), str(exc)))
+            else:
+                self.ops.append(Op(started, time.monotonic(), "ok"))
+            # Jitter keeps the workers from marching in lock step.
+            await asyncio.sleep(self.pause * random.uniform(0.5, 1.5))
+
+
+def unclean(ops: Iterable[Op]) -> list[Op]:
+    """Ops that hung or failed with an error outside `CLEAN_ERRORS`."""
+    return [op for op in ops if not op.ok and op.outcome not in CLEAN_ERRORS]
+
+
+def recovery_seconds(ops: Iterable[Op], ready: float) -> float:
+    """Seconds from ``ready`` until the first request that started after it succeeded."""
+    ends = [op.ended for op in ops if op.ok and op.started >= ready]
+    if not ends:
+        raise AssertionError("no request succeeded after the fault ended")
+    return min(ends) - ready
+
+
+def failures_after(ops: Iterable[Op], moment: float) -> list[Op]:
+    return [op for op in ops if not op.ok and op.started >= moment]
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def assert_pool_accounted(pool: mp.Pool) -> None:
+    """Nothing lost: every connection is either idle or being opened; none is in use, no waiter is left behind."""
+    stats = pool.stats()
+    assert stats["in_use"] == 0, stats
+    assert stats["waiting"] == 0, stats
+    assert stats["size"] == stats["free"] + stats["opening"], stats
+    assert stats["size"] <= stats["maxsize"], stats
+
+
+async def assert_every_connection_usable(pool: mp.Pool) -> None:
+    """Check out every connection at once: each answers, and none carries an open transaction or unread result."""
+    conns: list[aiomysql.Connection] = []
+    try:
+        for _ in range(pool.maxsize):
+            conns.append(await pool.acquire())
+        for conn in conns:
+            async with conn.cursor() as cur:
+                await asyncio.wait_for(cur.execute("SELECT @@in_transaction, 42"), 5)
+                assert await cur.fetchall() == ((0, 42),)
+    finally:
+        for conn in conns:
+            await pool.release(conn)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+class _FiguresPlugin:
+    """Collects this run's figures and prints them at the end of the terminal summary."""
+
+    name = "reliability-figures"
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.figures: dict[str, dict[str, Any]] = {}
+        assert config.cache is not None
+        self.path = config.cache.mkdir("reliability") / "figures.json"
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        self.figures[key] = entry
+        try:
+            stored: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        stored[key] = entry
+        self.path.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.figures:
+            return
+        terminalreporter.section("reliability figures")
+        for key, entry in sorted(self.figures.items()):
+            terminalreporter.write_line(f"{key:<48} {entry['value']:>12g} {entry['unit']}")
+        terminalreporter.write_line(f"(also in {self.path})")
+
+
+def record_figure(request: pytest.FixtureRequest, scenario: str, name: str, value: float, unit: str) -> None:
+    """Record a measured figure of ``scenario``: shown in the terminal summary and kept in the pytest cache."""
+    config = request.config
+    plugin = config.pluginmanager.get_plugin(_FiguresPlugin.name)
+    if plugin is None:
+        plugin = _FiguresPlugin(config)
+        config.pluginmanager.register(plugin, _FiguresPlugin.name)
+    plugin.record(
+        f"{scenario}.{name}",
+        {"value": round(float(value), 4), "unit": unit, "test": request.node.nodeid, "at": time.strftime("%F %T")},
+    )
