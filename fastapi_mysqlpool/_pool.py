@@ -58,18 +58,36 @@ class _Entry:
         self.leaked = False
 
 
-class _AcquireContext:
-    """What ``pool.acquire()`` returns: awaitable, and an async context manager."""
+class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
+    """What ``pool.acquire()`` returns: awaitable, an async context manager, and (as in
+    aiomysql) a coroutine that ``asyncio.create_task`` accepts."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
+    __slots__ = ("_conn", "_coro", "_pool", "_timeout")
 
     def __init__(self, pool: Pool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._conn: aiomysql.Connection | None = None
+        self._coro: Coroutine[Any, Any, aiomysql.Connection] | None = None
+
+    def _coroutine(self) -> Coroutine[Any, Any, aiomysql.Connection]:
+        # Created on first use only: ``async with`` never needs it on the fast path.
+        if self._coro is None:
+            self._coro = self._pool._acquire(self._timeout)
+        return self._coro
 
     def __await__(self) -> Generator[Any, None, aiomysql.Connection]:
-        return self._pool._acquire(self._timeout).__await__()
+        return self._coroutine().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coroutine().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
 
     async def __aenter__(self) -> aiomysql.Connection:
         pool = self._pool

@@ -293,6 +293,8 @@ class MySQLServer:
         server, install_db, flavor = server_binaries()
         datadir = self._require_datadir()
         data = datadir / "data"
+        # A private tmpdir: concurrent bootstraps sharing /tmp collide on temporary table names.
+        (datadir / "tmp").mkdir(exist_ok=True)
         if install_db is not None:
             cmd = [
                 install_db,
@@ -301,9 +303,10 @@ class MySQLServer:
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
+                f"--tmpdir={datadir / 'tmp'}",
             ]
         else:
-            cmd = [server, "--no-defaults", "--initialize-insecure", f"--datadir={data}"]
+            cmd = [server, "--no-defaults", "--initialize-insecure", f"--datadir={data}", f"--tmpdir={datadir / 'tmp'}"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
         result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
@@ -323,6 +326,7 @@ class MySQLServer:
             f"--socket={datadir / 'mysqld.sock'}",
             f"--pid-file={datadir / 'mysqld.pid'}",
             f"--log-error={datadir / 'error.log'}",
+            f"--tmpdir={datadir / 'tmp'}",
             "--skip-name-resolve",
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
