@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +22,8 @@ from starlette.routing import Route
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._metrics import INSTALL_HINT, SYNC_INTERVAL, attach, detach, metrics_response
 from fastapi_mysqlpool._stats import BUCKETS
+from tests import _metrics_app
+from tests._uvicorn import uvicorn_server
 from tests.conftest import PoolFactory
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -263,3 +268,51 @@ async def test_metrics_endpoint_serves_the_text_format_without_the_password(
     password = mp.parse_dsn(mysql_dsn).connect_kwargs["password"]
     assert password
     assert password not in response.text
+
+
+def test_two_uvicorn_workers_add_up_in_multiprocess_mode(mysql_dsn: str, tmp_path: Path) -> None:
+    multiproc_dir = tmp_path / "prometheus"
+    multiproc_dir.mkdir()
+    env = {"DATABASE_URL": mysql_dsn, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
+    workers = 2
+    labels = {"pool_name": "workers"}
+
+    def scrape_http(base: str) -> Samples:
+        response = httpx.get(f"{base}/pool/metrics", timeout=10)
+        assert response.status_code == 200
+        return parse(response.text)
+
+    def wait_for(base: str, predicate: Callable[[Samples], bool], message: str) -> Samples:
+        deadline = time.monotonic() + 20
+        while not predicate(samples := scrape_http(base)):
+            assert time.monotonic() < deadline, f"{message}; last scrape: {samples}"
+            time.sleep(0.1)
+        return samples
+
+    with uvicorn_server("tests._metrics_app:app", env, workers=workers, ready="/work") as base:
+        both_open = wait_for(
+            base,
+            lambda s: sample(s, "db_client_connection_max", **labels) == workers * _metrics_app.MAXSIZE,
+            "the gauges of both workers never added up",
+        )
+        assert sample(both_open, "db_client_connection_idle_min", **labels) == workers * _metrics_app.MINSIZE
+        # A new TCP connection per request, so that both workers' accept() get some of them.
+        pids: list[int] = []
+        while len(set(pids)) < workers or len(pids) < 20:
+            assert len(pids) < 500, "the requests never reached both workers"
+            pids.append(httpx.get(f"{base}/work", headers={"Connection": "close"}, timeout=10).json()["pid"])
+        # Plus the one /work request of the readiness probe.
+        acquires = len(pids) + 1
+        samples = wait_for(
+            base,
+            lambda s: sample(s, "db_client_connection_use_time_seconds_count", **labels) == acquires,
+            f"the histograms do not add up to the {acquires} acquires of both workers",
+        )
+        assert sample(samples, "db_client_connection_wait_time_seconds_count", **labels) == acquires
+        assert sample(samples, "db_client_connection_count", state="used", **labels) == 0
+    # Both workers stopped gracefully: their gauges went to zero, their counters stay.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(multiproc_dir))
+    after = parse(generate_latest(registry).decode())
+    assert sample(after, "db_client_connection_max", **labels) == 0
+    assert sample(after, "db_client_connection_use_time_seconds_count", **labels) == acquires
