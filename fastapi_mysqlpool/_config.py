@@ -248,6 +248,36 @@ def parse_dsn(dsn: str) -> ParsedDSN:
     """
     if not isinstance(dsn, str):
         raise ValueError(f"DSN must be a string, not {type(dsn).__name__}")
+    try:
+        return _parse_dsn(dsn)
+    except ValueError as exc:
+        # Whatever part of the DSN a message quotes, the password must not be in it.
+        message = str(exc)
+        for secret in _password_forms(dsn):
+            message = message.replace(secret, "***")
+        raise ValueError(message) from None
+
+
+def _password_forms(dsn: str) -> list[str]:
+    parts = _split_password(dsn)
+    if parts is None:
+        return []
+    raw = parts[1]
+    return [form for form in {raw, unquote(raw)} if form]
+
+
+def _split_password(dsn: str) -> tuple[str, str, str] | None:
+    """``(head, password, tail)`` of a DSN; the password runs from the first ``:`` of the
+    user-info to the last ``@``, so an unencoded ``@`` or ``/`` in it can only widen it."""
+    scheme, sep, rest = dsn.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return None
+    colon = rest.index(":")
+    return f"{scheme}://{rest[: colon + 1]}", rest[colon + 1 : at], rest[at:]
+
+
+def _parse_dsn(dsn: str) -> ParsedDSN:
     masked = mask_dsn(dsn)
     try:
         parts = urlsplit(dsn.strip())
@@ -331,17 +361,9 @@ def _ssl_context(raw: Mapping[str, str]) -> ssl.SSLContext | None:
 
 
 def mask_dsn(dsn: str) -> str:
-    """Return ``dsn`` with its password replaced by ``***``.
-
-    Everything from the first ``:`` of the user-info to the last ``@`` is masked, so an
-    unencoded ``@`` or ``/`` in a password can only widen the mask, never leak a part.
-    """
-    scheme, sep, rest = dsn.partition("://")
-    at = rest.rfind("@")
-    if not sep or at < 0 or ":" not in rest[:at]:
-        return dsn
-    user = rest[: rest.index(":")]
-    return f"{scheme}://{user}:***{rest[at:]}"
+    """Return ``dsn`` with its password replaced by ``***``."""
+    parts = _split_password(dsn)
+    return dsn if parts is None else f"{parts[0]}***{parts[2]}"
 
 
 def _masked_reason(exc: Exception, dsn: str) -> str:

@@ -1,0 +1,657 @@
+"""The pool's promises, against a real server: aiomysql compatibility, timeouts, FIFO, reset and discard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiomysql
+import pymysql
+import pytest
+
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._proxy import FaultProxy
+from tests.conftest import PoolFactory, proxied_dsn, query
+
+
+async def fetch(conn: aiomysql.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    async with conn.cursor() as cur:
+        await cur.execute(sql, args or None)
+        return list(await cur.fetchall())
+
+
+async def conn_id(conn: aiomysql.Connection) -> int:
+    return int((await fetch(conn, "SELECT CONNECTION_ID()"))[0][0])
+
+
+def assert_settled(pool: mp.Pool) -> None:
+    stats = pool.stats()
+    assert stats["in_use"] == 0, stats
+    assert stats["waiting"] == 0, stats
+    assert stats["size"] <= stats["maxsize"], stats
+
+
+# ---------------------------------------------------------------- aiomysql surface
+
+
+async def test_seed_examples_run_unchanged(mysql_server: MySQLServer | ExternalServer) -> None:
+    kw = mysql_server.connect_kwargs
+
+    pool = await mp.create_pool(minsize=1, maxsize=5, **kw)
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT COUNT(*) FROM information_schema.tables")
+        (count,) = await cur.fetchone()
+        assert count > 0
+    pool.close()
+    await pool.wait_closed()
+    assert pool.closed
+
+    pool = await mp.create_pool(minsize=2, maxsize=10, pool_recycle=3600, echo=True, **kw)
+    for _ in range(3):
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT SLEEP(0)")
+    assert (pool.size, pool.freesize) == (2, 2)
+    pool.close()
+    await pool.wait_closed()
+
+    async def worker(pool: mp.Pool, worker_id: int) -> list[tuple[int, int]]:
+        seen = []
+        for i in range(3):
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT %s, %s", (worker_id, i))
+                seen.append(await cur.fetchone())
+                await asyncio.sleep(0.01)
+        return seen
+
+    pool = await mp.create_pool(minsize=2, maxsize=5, **kw)
+    results = await asyncio.gather(*(worker(pool, i) for i in range(4)))
+    assert results == [[(w, i) for i in range(3)] for w in range(4)]
+    pool.close()
+    await pool.wait_closed()
+
+    async with mp.create_pool(minsize=1, maxsize=3, **kw) as pool, pool.acquire() as conn1, conn1.cursor() as cur:
+        await cur.execute("SELECT 1")
+    assert pool.closed
+
+    pool = await mp.create_pool(minsize=1, maxsize=3, **kw)
+    try:
+        with pytest.raises(aiomysql.ProgrammingError):
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT * FROM nonexistent_table")
+        assert pool.freesize == 1  # returned to the pool after the error
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def test_acquire_is_awaitable_and_release_returns(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=2)
+    conn = await pool.acquire()
+    assert (pool.size, pool.freesize) == (1, 0)
+    assert await fetch(conn, "SELECT 1") == [(1,)]
+    await pool.release(conn)
+    assert (pool.size, pool.freesize) == (1, 1)
+    with pytest.raises(mp.PoolError, match="released twice"):
+        await pool.release(conn)
+
+
+async def test_dsn_and_keyword_arguments_combine(mysql_server: MySQLServer | ExternalServer) -> None:
+    async with mp.create_pool(dsn=mysql_server.dsn + "?maxsize=4&acquire_timeout=3", minsize=2) as pool:
+        assert (pool.minsize, pool.maxsize, pool.options.acquire_timeout) == (2, 4, 3.0)
+        async with pool.acquire() as conn:
+            assert await fetch(conn, "SELECT DATABASE()") == [(mysql_server.db,)]
+
+
+async def test_echo_logs_sql(make_pool: PoolFactory, caplog: pytest.LogCaptureFixture) -> None:
+    pool = await make_pool(echo=True)
+    with caplog.at_level(logging.INFO, logger="aiomysql"):
+        async with pool.acquire() as conn:
+            await fetch(conn, "SELECT 42")
+    assert any("SELECT 42" in r.getMessage() for r in caplog.records)
+
+
+async def test_stats_are_json_ready(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=3, name="main")
+    async with pool.acquire():
+        stats = pool.stats()
+    json.dumps(stats)
+    for key in ("name", "minsize", "maxsize", "size", "free", "in_use", "waiting", "acquired_total",
+                "timeouts_total", "rejected_total", "created_total", "connect_errors_total", "closed_total",
+                "acquire_wait_seconds", "use_seconds", "last_error"):  # fmt: skip
+        assert key in stats
+    assert stats["name"] == "main"
+    assert stats["in_use"] == 1
+    assert set(stats["closed_total"]) >= {"broken", "lifetime", "idle", "reset_failed", "terminated"}
+    assert pool.stats()["use_seconds"]["count"] == 1
+
+
+# ---------------------------------------------------------------- never hangs
+
+
+async def test_queue_timeout_names_the_pool_and_loses_nothing(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, acquire_timeout=0.2, name="tiny")
+    async with pool.acquire():
+        with pytest.raises(mp.PoolTimeout) as info:
+            await pool.acquire()
+        assert isinstance(info.value, TimeoutError)
+        message = str(info.value)
+        assert "tiny" in message and "size 1/1" in message and "1 in use" in message
+        with pytest.raises(mp.PoolTimeout):
+            async with pool.acquire(timeout=0.05):
+                pass
+    assert pool.stats()["timeouts_total"] == 2
+    assert_settled(pool)
+    async with pool.acquire(timeout=0.5) as conn:  # the timed-out waiters took nothing with them
+        assert await fetch(conn, "SELECT 1") == [(1,)]
+    assert (pool.size, pool.freesize) == (1, 1)
+
+
+async def test_max_waiting_rejects_at_once(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, max_waiting=2, acquire_timeout=5)
+    holder = await pool.acquire()
+    waiters = [asyncio.create_task(pool.acquire()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert pool.stats()["waiting"] == 2
+    with pytest.raises(mp.TooManyWaiters):
+        await pool.acquire()
+    assert pool.stats()["rejected_total"] == 1
+    await pool.release(holder)
+    for task in waiters:
+        await pool.release(await task)
+    assert_settled(pool)
+
+
+async def test_returned_connection_goes_to_the_longest_waiter(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, acquire_timeout=5)
+    order: list[int] = []
+    holder = await pool.acquire()
+
+    async def waiter(i: int) -> None:
+        async with pool.acquire():
+            order.append(i)
+            await asyncio.sleep(0)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(waiter(i)))
+        await asyncio.sleep(0.005)
+    await pool.release(holder)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+    assert_settled(pool)
+
+
+async def test_spike_grows_the_pool_without_overshooting(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=5, acquire_timeout=10)
+    peak = 0
+
+    async def work(i: int) -> int:
+        nonlocal peak
+        async with pool.acquire() as conn:
+            peak = max(peak, pool.size)
+            rows = await fetch(conn, "SELECT %s, SLEEP(0.02)", i)
+            return int(rows[0][0])
+
+    results = await asyncio.gather(*(work(i) for i in range(60)))
+    assert results == list(range(60))
+    assert peak == 5
+    assert pool.size == 5
+    assert pool.stats()["created_total"] == 5
+    assert_settled(pool)
+
+
+# ---------------------------------------------------------------- reset on release
+
+
+async def test_open_transaction_is_rolled_back_on_release(make_pool: PoolFactory, admin: Any) -> None:
+    query(admin, "CREATE TABLE IF NOT EXISTS app.rollback_on_release (id INT PRIMARY KEY) ENGINE=InnoDB")
+    query(admin, "DELETE FROM app.rollback_on_release")
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+        await fetch(conn, "INSERT INTO rollback_on_release VALUES (1)")
+        assert conn.get_transaction_status()
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) == first  # rolled back and reused, not closed as aiomysql does
+        assert not conn.get_transaction_status()
+        assert await fetch(conn, "SELECT COUNT(*) FROM rollback_on_release") == [(0,)]
+    assert pool.stats()["closed_total"]["reset_failed"] == 0
+
+
+async def test_read_view_of_a_select_does_not_leak_to_the_next_user(make_pool: PoolFactory, admin: Any) -> None:
+    query(admin, "CREATE TABLE IF NOT EXISTS app.snapshot (id INT PRIMARY KEY) ENGINE=InnoDB")
+    query(admin, "DELETE FROM app.snapshot")
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT COUNT(*) FROM snapshot") == [(0,)]  # opens a read view
+    query(admin, "INSERT INTO app.snapshot VALUES (1)")
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT COUNT(*) FROM snapshot") == [(1,)]
+
+
+async def test_autocommit_is_restored_on_release(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
+    async with pool.acquire() as conn:
+        await conn.autocommit(False)
+        await fetch(conn, "SELECT 1")
+    async with pool.acquire() as conn:
+        assert conn.get_autocommit() is True
+        await fetch(conn, "SET autocommit = 0")
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT @@autocommit") == [(1,)]
+
+
+async def test_reset_connection_clears_session_state(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, reset_connection=True, init_command="SET @greeting = 'hi'")
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+        await fetch(conn, "SET @leftover = 1")
+        await fetch(conn, "CREATE TEMPORARY TABLE scratch (id INT)")
+        assert await fetch(conn, "SELECT GET_LOCK('mysqlpool-test', 0)") == [(1,)]
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) == first
+        assert await fetch(conn, "SELECT @leftover, @greeting") == [(None, "hi")]
+        assert await fetch(conn, "SELECT IS_USED_LOCK('mysqlpool-test')") == [(None,)]
+        with pytest.raises(pymysql.err.ProgrammingError):
+            await fetch(conn, "SELECT * FROM scratch")
+
+
+# ---------------------------------------------------------------- discard by error type
+
+
+async def test_statement_errors_keep_the_connection(make_pool: PoolFactory, admin: Any) -> None:
+    query(admin, "CREATE TABLE IF NOT EXISTS app.unique_ids (id INT PRIMARY KEY)")
+    query(admin, "REPLACE INTO app.unique_ids VALUES (1)")
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+    for sql, error in (
+        ("SELECT * FROM no_such_table", pymysql.err.ProgrammingError),
+        ("INSERT INTO unique_ids VALUES (1)", pymysql.err.IntegrityError),
+    ):
+        with pytest.raises(error):
+            async with pool.acquire() as conn:
+                await fetch(conn, sql)
+        async with pool.acquire() as conn:
+            assert await conn_id(conn) == first
+    assert sum(pool.stats()["closed_total"].values()) == 0
+
+
+async def test_connection_errors_replace_the_connection(make_pool: PoolFactory, admin: Any) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    with pytest.raises(pymysql.err.OperationalError):
+        async with pool.acquire() as conn:
+            first = await conn_id(conn)
+            query(admin, f"KILL {first}")
+            await fetch(conn, "SELECT 1")
+    assert pool.stats()["closed_total"]["broken"] == 1
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) != first
+    assert_settled(pool)
+
+
+async def test_release_with_discard_closes_the_connection(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=0, maxsize=1)
+    conn = await pool.acquire()
+    first = await conn_id(conn)
+    await pool.release(conn, discard=True)
+    assert pool.size == 0
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) != first
+
+
+@pytest.mark.parametrize(
+    ("error", "disconnect"),
+    [
+        (pymysql.err.OperationalError(2006, "MySQL server has gone away"), True),
+        (pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"), True),
+        (pymysql.err.OperationalError(1927, "Connection was killed"), True),
+        (pymysql.err.InternalError("Packet sequence number wrong - got 0 expected 1"), True),
+        (pymysql.err.InterfaceError(0, "Not connected"), True),
+        (ConnectionResetError(), True),
+        (pymysql.err.OperationalError(1213, "Deadlock found"), False),
+        (pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"), False),
+        (pymysql.err.ProgrammingError(1146, "Table doesn't exist"), False),
+        (pymysql.err.IntegrityError(1062, "Duplicate entry"), False),
+        (pymysql.err.DataError(1406, "Data too long"), False),
+        (ValueError("application bug"), False),
+    ],
+)
+def test_error_classification(error: BaseException, disconnect: bool) -> None:
+    assert mp.is_disconnect(error) is disconnect
+
+
+# ---------------------------------------------------------------- never hands out a bad connection
+
+
+async def test_connection_killed_while_idle_is_never_handed_out(make_pool: PoolFactory, admin: Any) -> None:
+    pool = await make_pool(minsize=2, maxsize=2)
+    async with pool.acquire() as a, pool.acquire() as b:
+        ids = {await conn_id(a), await conn_id(b)}
+    for cid in ids:
+        query(admin, f"KILL {cid}")
+    await asyncio.sleep(0.05)
+    for _ in range(4):  # both within and past the pre-ping window
+        async with pool.acquire() as conn:
+            assert await fetch(conn, "SELECT 1") == [(1,)]
+            assert await conn_id(conn) not in ids
+    assert pool.stats()["closed_total"]["broken"] == 2
+
+
+async def test_wait_timeout_expiry_is_caught_by_the_pre_ping(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, init_command="SET SESSION wait_timeout = 1")
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+    await asyncio.sleep(2.2)
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT 1") == [(1,)]
+        assert await conn_id(conn) != first
+
+
+async def test_half_open_idle_connections_are_replaced_within_the_deadline(
+    mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    async with mp.create_pool(
+        dsn=proxied_dsn(mysql_server, proxy), minsize=3, maxsize=3, ping_timeout=0.3, acquire_timeout=3
+    ) as pool:
+        await asyncio.sleep(0.6)  # past the pre-ping window
+        proxy.half_open_existing()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with pool.acquire() as conn:
+            assert await fetch(conn, "SELECT 1") == [(1,)]
+        assert loop.time() - started < 3
+        await asyncio.sleep(0.5)  # the concurrent sweep retires the other dead ones
+        assert pool.stats()["closed_total"]["broken"] == 3
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                assert await fetch(conn, "SELECT 1") == [(1,)]
+
+
+async def test_max_lifetime_retires_connections_with_jitter(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=4, maxsize=4, max_lifetime=0.5)
+    expiries = sorted(entry.expires - entry.created for entry in pool._free)
+    assert all(0.5 * 0.975 <= e <= 0.5 for e in expiries)
+    assert len(set(expiries)) == 4  # jittered, not all at once
+    async with pool.acquire() as conn:
+        held = await conn_id(conn)
+        await asyncio.sleep(0.7)
+    assert pool.stats()["closed_total"]["lifetime"] >= 1
+    await asyncio.sleep(0.4)
+    assert pool.size == 4
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) != held
+    assert pool.stats()["closed_total"]["lifetime"] >= 4
+
+
+async def test_pool_recycle_counts_from_creation(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, pool_recycle=0.4)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+    for _ in range(6):  # kept busy: aiomysql would never recycle it
+        async with pool.acquire() as conn:
+            await fetch(conn, "SELECT 1")
+        await asyncio.sleep(0.1)
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) != first
+
+
+async def test_max_idle_shrinks_to_minsize_and_minsize_is_refilled(make_pool: PoolFactory, admin: Any) -> None:
+    pool = await make_pool(minsize=2, maxsize=6, max_idle=0.3)
+    conns = [await pool.acquire() for _ in range(6)]
+    for conn in conns:
+        await pool.release(conn)
+    assert pool.size == 6
+    await asyncio.sleep(0.8)
+    assert pool.size == 2
+    assert pool.stats()["closed_total"]["idle"] == 4
+    async with pool.acquire() as a, pool.acquire() as b:
+        ids = [await conn_id(a), await conn_id(b)]
+        query(admin, f"KILL {ids[0]}")
+        with pytest.raises(pymysql.err.OperationalError):
+            await fetch(a, "SELECT 1")
+    await asyncio.sleep(0.6)
+    assert pool.size == 2  # the lost connection was replaced in the background
+
+
+async def test_clear_replaces_every_connection(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=2, maxsize=2)
+    held = await pool.acquire()
+    held_id = await conn_id(held)
+    await pool.clear()
+    await pool.release(held)
+    assert pool.stats()["closed_total"]["cleared"] == 2
+    async with pool.acquire() as a, pool.acquire() as b:
+        assert held_id not in {await conn_id(a), await conn_id(b)}
+
+
+# ---------------------------------------------------------------- outages
+
+
+async def test_server_down_at_start_fails_within_open_timeout(private_mysql_server: MySQLServer) -> None:
+    dsn = private_mysql_server.dsn
+    private_mysql_server.kill()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(mp.PoolTimeout, match="could not open") as info:
+        await mp.create_pool(dsn=dsn, open_timeout=1, connect_timeout=0.5)
+    assert loop.time() - started < 3
+    assert "Can't connect" in str(info.value)
+    assert private_mysql_server.password not in str(info.value)
+
+
+async def test_degraded_start_recovers_when_the_server_comes_up(private_mysql_server: MySQLServer) -> None:
+    dsn = private_mysql_server.dsn
+    private_mysql_server.kill()
+    async with mp.create_pool(dsn=dsn, wait_open=False, minsize=2, connect_timeout=0.5, acquire_timeout=0.3) as pool:
+        with pytest.raises(mp.PoolTimeout, match="last connect error"):
+            await pool.acquire()
+        assert pool.stats()["connect_errors_total"] >= 1
+        await asyncio.to_thread(private_mysql_server.restart)
+        async with pool.acquire(timeout=5) as conn:
+            assert await fetch(conn, "SELECT 1") == [(1,)]
+        await asyncio.sleep(0.2)
+        assert pool.size == 2
+
+
+async def test_fail_fast_surfaces_the_connect_error(private_mysql_server: MySQLServer) -> None:
+    dsn = private_mysql_server.dsn
+    private_mysql_server.kill()
+    async with mp.create_pool(dsn=dsn, wait_open=False, minsize=0, fail_fast=True, connect_timeout=0.5) as pool:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(pymysql.err.OperationalError, match="Can't connect"):
+            await pool.acquire(timeout=5)
+        assert loop.time() - started < 2
+
+
+async def test_wrong_credentials_fail_at_once_without_retrying(mysql_server: MySQLServer | ExternalServer) -> None:
+    kw = {**mysql_server.connect_kwargs, "password": "definitely-wrong"}
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        await mp.create_pool(open_timeout=30, **kw)
+    assert info.value.args[0] == 1045
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        await mp.create_pool(**{**mysql_server.connect_kwargs, "db": "no_such_db"})
+    assert info.value.args[0] == 1049
+
+
+async def test_server_restarted_under_load(private_mysql_server: MySQLServer) -> None:
+    pool = await mp.create_pool(dsn=private_mysql_server.dsn, minsize=2, maxsize=4, acquire_timeout=1,
+                                connect_timeout=0.5)  # fmt: skip
+    ok = errors = 0
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        nonlocal ok, errors
+        while not stop.is_set():
+            try:
+                async with pool.acquire() as conn:
+                    await asyncio.wait_for(fetch(conn, "SELECT 1"), 2)
+                ok += 1
+            except (mp.PoolTimeout, pymysql.err.OperationalError, pymysql.err.InterfaceError):
+                errors += 1
+                await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(8)]
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(private_mysql_server.restart, graceful=False)
+    ok_at_restart = ok
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert ok > ok_at_restart  # recovered without restarting anything
+    assert_settled(pool)
+    pool.close()
+    await pool.wait_closed()
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+async def test_cancelled_waiter_leaves_no_trace(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, acquire_timeout=5)
+    holder = await pool.acquire()
+    task = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.stats()["waiting"] == 0
+    await pool.release(holder)
+    async with pool.acquire(timeout=0.5):
+        pass
+    assert (pool.size, pool.freesize) == (1, 1)
+
+
+async def test_cancelled_mid_query_connection_is_not_reused(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+
+    async def slow() -> None:
+        async with pool.acquire() as conn:
+            await fetch(conn, "SELECT SLEEP(5)")
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.stats()["closed_total"]["broken"] == 1
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT 7") == [(7,)]  # its own result, not the SLEEP's
+    assert_settled(pool)
+
+
+async def test_randomized_cancellation_keeps_the_invariants(make_pool: PoolFactory) -> None:
+    import random
+
+    rng = random.Random(1234)
+    pool = await make_pool(minsize=1, maxsize=4, acquire_timeout=2, pre_ping_window=0.0)
+    max_seen = 0
+    answered = 0
+
+    async def job(i: int) -> None:
+        nonlocal max_seen, answered
+        async with pool.acquire() as conn:
+            max_seen = max(max_seen, pool.size)
+            if rng.random() < 0.3:
+                await fetch(conn, "BEGIN")
+            rows = await fetch(conn, "SELECT %s, SLEEP(%s)", i, rng.choice([0, 0, 0.001, 0.01]))
+            assert rows == [(i, 0)]
+            answered += 1
+
+    for _round in range(12):
+        tasks = [asyncio.create_task(job(_round * 100 + i)) for i in range(25)]
+        await asyncio.sleep(rng.choice([0, 0.001, 0.003, 0.01, 0.02]))
+        for task in tasks:
+            if rng.random() < 0.5:
+                task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        unexpected = [r for r in results if isinstance(r, Exception)]
+        assert not unexpected, unexpected
+        max_seen = max(max_seen, pool.size)
+        assert pool.size <= pool.maxsize
+    await asyncio.sleep(0.05)
+    assert max_seen <= 4
+    assert answered > 0
+    assert_settled(pool)
+    assert pool.size == len(pool._free) + pool._opening + pool._checking
+    for _ in range(pool.freesize):  # every pooled connection is clean and answers its own query
+        async with pool.acquire() as conn:
+            assert not conn.get_transaction_status()
+            assert await fetch(conn, "SELECT 99") == [(99,)]
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+async def test_close_while_busy(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, close_timeout=5)
+    holder = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.close()
+    with pytest.raises(mp.PoolClosed):
+        await waiter
+    with pytest.raises(mp.PoolClosed):
+        await pool.acquire()
+    assert await fetch(holder, "SELECT 1") == [(1,)]  # in-use connections keep working
+    closing = asyncio.create_task(pool.wait_closed())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    await pool.release(holder)
+    await asyncio.wait_for(closing, 2)
+    assert pool.closed and pool.size == 0
+
+
+async def test_wait_closed_is_bounded(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, close_timeout=0.2)
+    holder = await pool.acquire()
+    pool.close()
+    await asyncio.wait_for(pool.wait_closed(), 2)
+    assert pool.stats()["closed_total"]["terminated"] == 1
+    await pool.release(holder)  # the owner's late release is harmless
+
+
+async def test_connections_close_with_com_quit(mysql_server: MySQLServer | ExternalServer, admin: Any) -> None:
+    def aborted() -> int:
+        return int(query(admin, "SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+
+    before = aborted()
+    async with mp.create_pool(dsn=mysql_server.dsn, minsize=3, maxsize=5, max_lifetime=0.3) as pool:
+        async with pool.acquire() as a, pool.acquire() as b:
+            await fetch(a, "SELECT 1")
+            await fetch(b, "SELECT 1")
+        await asyncio.sleep(0.5)  # lifetime retirements too
+        await pool.clear()
+    await asyncio.sleep(0.2)
+    assert aborted() == before
+
+
+# ---------------------------------------------------------------- secrets
+
+
+async def test_password_never_leaks(
+    mysql_server: MySQLServer | ExternalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = mysql_server.password
+    caplog.set_level(logging.DEBUG, logger="fastapi_mysqlpool")
+    outputs: list[str] = []
+    async with mp.create_pool(dsn=mysql_server.dsn, minsize=1, maxsize=1, acquire_timeout=0.05) as pool:
+        outputs += [repr(pool), str(pool), json.dumps(pool.stats()), repr(pool.options)]
+        async with pool.acquire():
+            with pytest.raises(mp.PoolTimeout) as info:
+                await pool.acquire()
+            outputs.append(str(info.value))
+    bad = mysql_server.dsn + "?maxsize=zero"
+    with pytest.raises(ValueError) as value_error:
+        mp.create_pool(dsn=bad)
+    outputs.append(str(value_error.value))
+    outputs.append(mp.mask_dsn(mysql_server.dsn))
+    outputs += [r.getMessage() for r in caplog.records]
+    assert outputs
+    for text in outputs:
+        assert password not in text
+        assert pymysql.converters.escape_string(password) not in text
