@@ -127,6 +127,21 @@ async def _requests(pool: mp.Pool) -> list[object]:
     return results
 
 
+async def test_create_pool_against_an_unreachable_server_fails_with_pool_timeout_and_leaves_nothing_running(
+    private_mysql_server: MySQLServer, request: pytest.FixtureRequest
+) -> None:
+    server = private_mysql_server
+    server.kill()
+    started = time.monotonic()
+    # Longer than the maintenance interval (1 s): the pool's background work must not disturb the opening.
+    with pytest.raises(mp.PoolTimeout, match="could not open") as failed:
+        await mp.create_pool(dsn=server.dsn, minsize=1, open_timeout=2.5, connect_timeout=1.0)
+    record_figure(request, "1-server-down-at-start", "create_pool_error_seconds", time.monotonic() - started, "s")
+    assert server.password not in str(failed.value)
+    await asyncio.sleep(0.2)
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("mysqlpool")] == []
+
+
 async def test_server_paused_mid_query_ends_every_request_within_its_bounds_and_recovers(
     private_mysql_server: MySQLServer, request: pytest.FixtureRequest
 ) -> None:
