@@ -90,26 +90,58 @@ def _collect(lang: str) -> list[Example]:
 PROGRAMS = _collect("python")
 FRAGMENTS = _collect("py")
 
-# Imports the example as a module, runs its lifespan and requests every GET route without path parameters.
+# Imports the example as a module, runs its lifespan as a server would (the lifespan state copied into every
+# request) and requests every GET route without path parameters: the OpenAPI paths of a FastAPI app, which
+# include those of included routers, and the plain routes of a Starlette app.
 _APP_RUNNER = """
-import importlib.util, sys
-from fastapi.testclient import TestClient
+import asyncio, importlib.util, sys
+import httpx
 from starlette.routing import Route
 
 spec = importlib.util.spec_from_file_location("example", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 sys.modules["example"] = module
 spec.loader.exec_module(module)
-failures = []
-with TestClient(module.app, raise_server_exceptions=False) as client:
-    for route in module.app.routes:
-        if isinstance(route, Route) and "GET" in (route.methods or ()) and "{" not in route.path:
-            response = client.get(route.path)
-            print(route.path, response.status_code)
+app = module.app
+
+
+def get_paths():
+    paths = {r.path for r in app.routes if isinstance(r, Route) and "GET" in (r.methods or ())}
+    if hasattr(app, "openapi"):
+        paths |= {path for path, ops in app.openapi()["paths"].items() if "get" in ops}
+    return sorted(path for path in paths if "{" not in path)
+
+
+async def main():
+    state, to_app, from_app = {}, asyncio.Queue(), asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    lifespan = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    await to_app.put({"type": "lifespan.startup"})
+    started = await from_app.get()
+    if started["type"] != "lifespan.startup.complete":
+        sys.exit(f"lifespan startup failed: {started}")
+
+    async def with_state(scope, receive, send):
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    failures = []
+    transport = httpx.ASGITransport(app=with_state)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        for path in get_paths():
+            response = await client.get(path)
+            print("GET", path, response.status_code)
             if response.status_code >= 500:
-                failures.append(f"GET {route.path} -> {response.status_code}: {response.text[:500]}")
-if failures:
-    sys.exit("\\n".join(failures))
+                failures.append(f"GET {path} -> {response.status_code}: {response.text[:500]}")
+    await to_app.put({"type": "lifespan.shutdown"})
+    stopped = await from_app.get()
+    await lifespan
+    if stopped["type"] != "lifespan.shutdown.complete":
+        failures.append(f"lifespan shutdown failed: {stopped}")
+    if failures:
+        sys.exit("\\n".join(failures))
+
+
+asyncio.run(main())
 """
 
 
