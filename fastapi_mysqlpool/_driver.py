@@ -17,7 +17,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
-__all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "is_clean", "is_disconnect", "needs_rollback"]
+__all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "is_clean", "is_disconnect", "session_dirty"]
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
@@ -50,15 +50,16 @@ def _track_eof_status() -> bool:
 EOF_STATUS_TRACKED = _track_eof_status()
 
 
-def needs_rollback(conn: aiomysql.Connection) -> bool:
-    """Whether the server may hold an open transaction for ``conn``."""
+def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
+    """Whether the session needs a reset before reuse: the server may hold an open
+    transaction, or autocommit differs from the pool's setting (``None``: not checked)."""
     result = conn._result
     status = conn.server_status
     if result is not None and result.server_status is not None:
         status = result.server_status
     elif result is not None and not EOF_STATUS_TRACKED and not status & AUTOCOMMIT:
         return True
-    return bool(status & IN_TRANS)
+    return bool(status & IN_TRANS) or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
 
 
 def is_clean(conn: aiomysql.Connection) -> bool:

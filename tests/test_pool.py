@@ -655,3 +655,25 @@ async def test_password_never_leaks(
     for text in outputs:
         assert password not in text
         assert pymysql.converters.escape_string(password) not in text
+
+
+async def test_cancelled_release_still_resets_and_returns_the_connection(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    conn = await pool.acquire()
+    await fetch(conn, "BEGIN")  # the release needs a rollback, which runs in its own task
+    task = asyncio.create_task(pool.release(conn))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with pool.acquire(timeout=2) as again:
+        assert again is conn
+        assert not again.get_transaction_status()
+    assert_settled(pool)
+
+
+async def test_unreachable_server_at_start_leaves_no_task_behind() -> None:
+    with pytest.raises(mp.PoolTimeout, match="last error"):
+        await mp.create_pool(host="127.0.0.1", port=1, user="x", password="y", open_timeout=1.5, connect_timeout=0.2)
+    await asyncio.sleep(0.05)
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mysqlpool")] == []
