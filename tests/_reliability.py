@@ -212,11 +212,14 @@ class _FiguresPlugin:
 
     def __init__(self, config: pytest.Config) -> None:
         self.figures: dict[str, dict[str, Any]] = {}
-        assert config.cache is not None
-        self.path = config.cache.mkdir("reliability") / "figures.json"
+        # The cache is absent under ``-p no:cacheprovider``; then the terminal summary is the only report.
+        cache = getattr(config, "cache", None)
+        self.path = cache.mkdir("reliability") / "figures.json" if cache is not None else None
 
     def record(self, key: str, entry: dict[str, Any]) -> None:
         self.figures[key] = entry
+        if self.path is None:
+            return
         try:
             stored: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -230,7 +233,8 @@ class _FiguresPlugin:
         terminalreporter.section("reliability figures")
         for key, entry in sorted(self.figures.items()):
             terminalreporter.write_line(f"{key:<48} {entry['value']:>12g} {entry['unit']}")
-        terminalreporter.write_line(f"(also in {self.path})")
+        if self.path is not None:
+            terminalreporter.write_line(f"(also in {self.path})")
 
 
 def record_figure(request: pytest.FixtureRequest, scenario: str, name: str, value: float, unit: str) -> None:
