@@ -26,10 +26,18 @@ def maintenance_interval(pool: Pool) -> float:
 
 async def run_maintenance(pool: Pool) -> None:
     interval = maintenance_interval(pool)
-    while True:
-        await asyncio.sleep(interval)
-        retire_idle(pool)
-        pool._grow()
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            retire_idle(pool)
+            pool._grow()
+    except asyncio.CancelledError:
+        if not pool._closing:
+            # Cancelled while the pool is open: the event loop is shutting down (asyncio.run
+            # cancels every task) and nobody closed the pool. Close the sockets while the
+            # loop can still do it, instead of "Event loop is closed" from a finalizer later.
+            pool._abandon()
+        raise
 
 
 def retire_idle(pool: Pool) -> None:

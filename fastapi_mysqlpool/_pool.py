@@ -364,10 +364,17 @@ class Pool:
             await asyncio.sleep(min(self._backoff(), max(0.0, deadline - self._now())))
 
     def _abandon(self) -> None:
-        """Cancelled while opening: nobody will ever get this pool; close what opened."""
+        """Close every socket now, without I/O: for a pool nobody can close properly any more
+        (cancelled while opening, or still open when its event loop shuts down)."""
         self._closing = self._closed = True
         while self._free:
             self._free.pop().conn.close()
+        for conn in self._in_use:
+            conn.close()
+        self._terminated.update(self._in_use)
+        self._in_use.clear()
+        while self._waiters:
+            self._waiters.popleft().cancel()
 
     async def _connect(self) -> _Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole."""

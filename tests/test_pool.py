@@ -677,3 +677,31 @@ async def test_unreachable_server_at_start_leaves_no_task_behind() -> None:
         await mp.create_pool(host="127.0.0.1", port=1, user="x", password="y", open_timeout=1.5, connect_timeout=0.2)
     await asyncio.sleep(0.05)
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mysqlpool")] == []
+
+
+@pytest.mark.parametrize("closes_pool", [True, False])
+def test_clean_interpreter_exit(mysql_dsn: str, tmp_path: Any, closes_pool: bool) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "import fastapi_mysqlpool as mp\n"
+        "async def main():\n"
+        "    pool = await mp.create_pool(dsn=sys.argv[1], minsize=3, maxsize=3)\n"
+        "    async with pool.acquire() as conn, conn.cursor() as cur:\n"
+        "        await cur.execute('SELECT 1')\n"
+        f"    if {closes_pool}:\n"
+        "        pool.close()\n"
+        "        await pool.wait_closed()\n"
+        "asyncio.run(main())\n"
+        "print('done')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "always", str(script), mysql_dsn],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+    assert result.stderr == ""
