@@ -1,0 +1,81 @@
+"""The benchmarks keep running: a quick pass of every contender and every app produces figures.
+
+Nothing here judges speed (the machine's load decides that); only that each benchmark still
+measures what it claims to, and that the report keeps the hand-written analysis around it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.http import APPS, parse_wrk
+from bench.pool import CONTENDERS, METRICS
+from bench.report import END, START
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:8000/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.33ms    3.02ms  41.20ms   88.10%
+    Req/Sec     3.11k   210.00     3.40k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%   11.00ms
+     90%   13.00ms
+     99%    1.20s
+  6200 requests in 1.00s, 0.90MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   6199.51
+Transfer/sec:      0.90MB
+"""
+
+
+def test_wrk_output_is_read_with_units_and_failures() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.rps == 6199.51
+    assert result.p50 == 812e-6
+    assert result.p99 == 1.2
+    assert (result.errors, result.non_2xx) == (5, 7)
+
+
+def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: str, tmp_path: Path) -> None:
+    output = tmp_path / "benchmarks.md"
+    output.write_text(f"# Benchmarks\n\nAnalysis before.\n\n{START}\nold figures\n{END}\n\nAnalysis after.\n")
+    figures = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--pool-seconds", "0.02", "--dsn", mysql_dsn,
+         "--output", str(output), "--json", str(figures)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    results = json.loads(figures.read_text())
+    ops = results["pool"]["median_ops"]
+    for contender in CONTENDERS:
+        raw = contender.name.startswith("raw ")
+        for metric, _ in METRICS:
+            if raw and metric == "acquire_release":
+                assert metric not in ops[contender.name]
+            else:
+                assert ops[contender.name][metric] > 0, (contender.name, metric)
+    http = results["http"]
+    assert http["failures"] == {}
+    for _, label in APPS:
+        median = http["median"][label]
+        assert median["rps"] > 0 and median["p99"] >= median["p50"] > 0, label
+        assert median["non_2xx"] == 0, label
+    assert len(results["targets"]) == 6
+    assert all(target["measured"] is not None for target in results["targets"])
+
+    text = output.read_text()
+    assert text.startswith("# Benchmarks\n\nAnalysis before.\n")
+    assert text.endswith(f"{END}\n\nAnalysis after.\n")
+    assert "old figures" not in text
+    assert "| fastapi_mysqlpool: Depends(get_conn) |" in text
+    assert mysql_dsn.split("@")[0].split(":")[-1] not in text  # the password stays out of the report
