@@ -23,8 +23,11 @@ import pytest
 import fastapi_mysqlpool as mp
 
 __all__ = [
+    "ACCOUNTS",
     "CLEAN_ERRORS",
     "FAST",
+    "QUERY_TIMEOUT",
+    "Bank",
     "Load",
     "Op",
     "QueryTimeout",
@@ -32,10 +35,12 @@ __all__ = [
     "assert_pool_accounted",
     "classify",
     "failures_after",
+    "kill_connections",
     "percentile",
     "query_once",
     "record_figure",
     "recovery_seconds",
+    "reliability_app",
     "unclean",
     "wait_until",
 ]
@@ -52,6 +57,8 @@ FAST: dict[str, Any] = {
 
 #: Errors a caller may see while the database is unavailable. Anything else is a defect.
 CLEAN_ERRORS = frozenset({"PoolTimeout", "TooManyWaiters", "OperationalError", "QueryTimeout"})
+#: The bound the HTTP app puts on its own queries, beyond the sleep a request asks for.
+QUERY_TIMEOUT = 1.0
 
 
 class QueryTimeout(Exception):
@@ -202,6 +209,107 @@ async def assert_every_connection_usable(pool: mp.Pool) -> None:
             await pool.release(conn)
 
 
+# --------------------------------------------------------------------------- money transfers
+
+ACCOUNTS = 10
+OPENING_BALANCE = 1_000
+
+
+class Bank:
+    """Transfers between accounts; each also writes its id to a ledger, in the same transaction.
+
+    The books balance when the total is unchanged and every account equals its opening balance plus what the
+    ledger says came in, minus what went out: a transfer is all there or not there at all.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.committed: set[int] = set()
+        self.failed_before_commit: set[int] = set()
+        self.ambiguous: set[int] = set()  # the commit was sent and its answer lost: either outcome is legitimate
+        self.errors: dict[str, int] = {}
+
+    async def open(self, pool: mp.Pool) -> None:
+        p = self.prefix
+        await query_once(pool, f"CREATE TABLE {p}_accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL)")
+        await query_once(pool, f"CREATE TABLE {p}_ledger (transfer INT PRIMARY KEY, src INT, dst INT, amount INT)")
+        rows = ", ".join(f"({i}, {OPENING_BALANCE})" for i in range(ACCOUNTS))
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(f"INSERT INTO {p}_accounts VALUES {rows}")
+            await conn.commit()
+
+    @staticmethod
+    async def apply(conn: aiomysql.Connection, prefix: str, transfer: int, src: int, dst: int, amount: int) -> None:
+        """The transfer's statements, inside the caller's transaction."""
+        async with conn.cursor() as cur:
+            # Lock the accounts in id order, so that concurrent transfers never deadlock.
+            for account, delta in sorted([(src, -amount), (dst, amount)]):
+                await cur.execute(
+                    f"UPDATE {prefix}_accounts SET balance = balance + %s WHERE id = %s", (delta, account)
+                )
+            await cur.execute(f"INSERT INTO {prefix}_ledger VALUES (%s, %s, %s, %s)", (transfer, src, dst, amount))
+
+    def failed(self, transfer: int, exc: BaseException | str, *, commit_sent: bool) -> None:
+        kind = exc if isinstance(exc, str) else classify(exc)
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        (self.ambiguous if commit_sent else self.failed_before_commit).add(transfer)
+
+    async def transfer(self, pool: mp.Pool, transfer: int, rng: random.Random) -> None:
+        """One transfer straight on the pool, its outcome recorded."""
+        src, dst = rng.sample(range(ACCOUNTS), 2)
+        commit_sent = False
+        try:
+            async with pool.acquire() as conn:
+                await conn.begin()
+                await self.apply(conn, self.prefix, transfer, src, dst, rng.randint(1, 50))
+                commit_sent = True
+                await conn.commit()
+        except Exception as exc:
+            self.failed(transfer, exc, commit_sent=commit_sent)
+        else:
+            self.committed.add(transfer)
+
+    def assert_books_balance(self, admin: pymysql.connections.Connection) -> None:
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT id, balance FROM app.{self.prefix}_accounts")
+            balances = dict(cur.fetchall())
+            cur.execute(f"SELECT transfer, src, dst, amount FROM app.{self.prefix}_ledger")
+            ledger = cur.fetchall()
+        in_ledger = {row[0] for row in ledger}
+        assert len(balances) == ACCOUNTS
+        assert sum(balances.values()) == ACCOUNTS * OPENING_BALANCE
+        assert self.committed <= in_ledger, self.committed - in_ledger
+        assert not (self.failed_before_commit & in_ledger), self.failed_before_commit & in_ledger
+        expected = dict.fromkeys(range(ACCOUNTS), OPENING_BALANCE)
+        for _, src, dst, amount in ledger:
+            expected[src] -= amount
+            expected[dst] += amount
+        assert balances == expected
+
+
+async def kill_connections(admin: pymysql.connections.Connection, user: str, stop: asyncio.Event, seed: int) -> int:
+    """Until ``stop``, KILL one of ``user``'s connections every few milliseconds; return how many were killed."""
+    rng = random.Random(seed)
+    kills = 0
+
+    def kill_one() -> bool:
+        with admin.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (user,))
+            ids = [row[0] for row in cur.fetchall()]
+            if not ids:
+                return False
+            try:
+                cur.execute(f"KILL {rng.choice(ids)}")
+            except pymysql.err.OperationalError:  # 1094: it went away meanwhile
+                return False
+            return True
+
+    while not stop.is_set():
+        await asyncio.sleep(rng.uniform(0.005, 0.04))
+        kills += await asyncio.to_thread(kill_one)
+    return kills
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -248,3 +356,42 @@ def record_figure(request: pytest.FixtureRequest, scenario: str, name: str, valu
         f"{scenario}.{name}",
         {"value": round(float(value), 4), "unit": unit, "test": request.node.nodeid, "at": time.strftime("%F %T")},
     )
+
+
+# --------------------------------------------------------------------------- the HTTP app under test
+
+
+def reliability_app(dsn: str | None = None, bank: str = "", **pool_options: Any) -> Any:
+    """The FastAPI app of the HTTP scenarios: a query endpoint, money transfers between ``bank``'s tables, health.
+
+    ``uvicorn --factory tests._reliability:reliability_app`` serves it with ``DATABASE_URL`` and ``MYSQLPOOL_*``
+    from the environment.
+    The package answers 503 when no connection can be had; a query that loses its connection mid-way, or exceeds
+    the app's own bound, is the app's to map, and this app maps it to 503 as the docs recommend.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(lifespan=mp.mysql_lifespan(dsn, **pool_options))
+    app.include_router(mp.pool_router)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"{type(exc).__name__}"}, status_code=503, headers={"Retry-After": "1"})
+
+    for error in (QueryTimeout, pymysql.err.OperationalError, pymysql.err.InterfaceError):
+        app.add_exception_handler(error, unavailable)
+
+    @app.get("/sleep")
+    async def sleep(cursor: mp.CursorDep, seconds: float = 0.01) -> dict[str, int]:
+        try:
+            await asyncio.wait_for(cursor.execute("SELECT SLEEP(%s)", (seconds,)), QUERY_TIMEOUT + seconds)
+        except asyncio.TimeoutError:
+            raise QueryTimeout("query exceeded its bound") from None
+        return {"slept": 1}
+
+    @app.post("/transfer")
+    async def transfer(conn: mp.TransactionDep, transfer: int, src: int, dst: int, amount: int) -> dict[str, int]:
+        await Bank.apply(conn, bank, transfer, src, dst, amount)
+        return {"transfer": transfer}
+
+    return app

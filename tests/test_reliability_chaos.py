@@ -17,20 +17,19 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._reliability import (
     FAST,
+    Bank,
     assert_every_connection_usable,
     assert_pool_accounted,
-    classify,
+    kill_connections,
     percentile,
     query_once,
     record_figure,
     wait_until,
 )
 from tests.conftest import PoolFactory, query
-
-ACCOUNTS = 10
-OPENING_BALANCE = 1_000
 
 
 @pytest.fixture
@@ -148,96 +147,32 @@ async def test_overload_rejects_the_excess_at_once_and_serves_the_rest(
 # --------------------------------------------------------------------------- 8: data integrity
 
 
-class _Bank:
-    """Concurrent transfers between accounts; each transfer also writes its id to a ledger, in one transaction."""
-
-    def __init__(self, pool: mp.Pool, prefix: str) -> None:
-        self.pool = pool
-        self.accounts = f"{prefix}_accounts"
-        self.ledger = f"{prefix}_ledger"
-        self.committed: set[int] = set()
-        self.failed_before_commit: set[int] = set()
-        self.ambiguous: set[int] = set()  # the commit was sent, its answer lost: either outcome is legitimate
-        self.errors: dict[str, int] = {}
-        self.thread_ids: set[int] = set()
-
-    async def open(self) -> None:
-        await query_once(self.pool, f"CREATE TABLE {self.accounts} (id INT PRIMARY KEY, balance BIGINT NOT NULL)")
-        await query_once(
-            self.pool,
-            f"CREATE TABLE {self.ledger} (transfer INT PRIMARY KEY, src INT NOT NULL, dst INT NOT NULL, amount INT)",
-        )
-        rows = ", ".join(f"({i}, {OPENING_BALANCE})" for i in range(ACCOUNTS))
-        async with self.pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(f"INSERT INTO {self.accounts} VALUES {rows}")
-            await conn.commit()
-
-    async def transfer(self, transfer: int, rng: random.Random) -> None:
-        src, dst = rng.sample(range(ACCOUNTS), 2)
-        amount = rng.randint(1, 50)
-        commit_sent = False
-        try:
-            async with self.pool.acquire() as conn:
-                self.thread_ids.add(conn.thread_id())
-                await conn.begin()
-                async with conn.cursor() as cur:
-                    # Lock the accounts in id order, so that concurrent transfers never deadlock.
-                    for account, delta in sorted([(src, -amount), (dst, amount)]):
-                        await cur.execute(
-                            f"UPDATE {self.accounts} SET balance = balance + %s WHERE id = %s", (delta, account)
-                        )
-                    await cur.execute(
-                        f"INSERT INTO {self.ledger} VALUES (%s, %s, %s, %s)", (transfer, src, dst, amount)
-                    )
-                commit_sent = True
-                await conn.commit()
-        except Exception as exc:
-            kind = classify(exc)
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            (self.ambiguous if commit_sent else self.failed_before_commit).add(transfer)
-        else:
-            self.committed.add(transfer)
-
-
 @pytest.fixture
-async def bank(make_pool: PoolFactory, table_prefix: str) -> _Bank:
-    pool = await make_pool(minsize=4, maxsize=8, **FAST)
-    bank = _Bank(pool, table_prefix)
-    await bank.open()
-    return bank
+async def bank_pool(make_pool: PoolFactory) -> mp.Pool:
+    return await make_pool(minsize=4, maxsize=8, **FAST)
 
 
 async def test_money_is_conserved_and_the_ledger_is_exact_while_connections_are_killed(
-    bank: _Bank, admin: pymysql.connections.Connection, request: pytest.FixtureRequest
+    bank_pool: mp.Pool,
+    table_prefix: str,
+    mysql_server: MySQLServer | ExternalServer,
+    admin: pymysql.connections.Connection,
+    request: pytest.FixtureRequest,
 ) -> None:
+    bank = Bank(table_prefix)
+    await bank.open(bank_pool)
     rng = random.Random(8)
-    kills = 0
     stop = asyncio.Event()
-
-    async def killer() -> None:
-        nonlocal kills
-        while not stop.is_set():
-            await asyncio.sleep(rng.uniform(0.005, 0.04))
-            if bank.thread_ids:
-                victim = rng.choice(sorted(bank.thread_ids))
-                try:
-                    await asyncio.to_thread(query, admin, f"KILL {victim}")
-                    kills += 1
-                except pymysql.err.OperationalError:  # 1094: that connection is already gone
-                    bank.thread_ids.discard(victim)
+    killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=8))
 
     async def client(first: int, count: int) -> None:
         for transfer in range(first, first + count):
-            await bank.transfer(transfer, rng)
+            await bank.transfer(bank_pool, transfer, rng)
 
-    killing = asyncio.create_task(killer())
     await asyncio.gather(*(client(c * 1000, 60) for c in range(16)))
     stop.set()
-    await killing
+    kills = await killing
 
-    balances = dict(query(admin, f"SELECT id, balance FROM app.{bank.accounts}"))
-    ledger = query(admin, f"SELECT transfer, src, dst, amount FROM app.{bank.ledger}")
-    in_ledger = {row[0] for row in ledger}
     record_figure(request, "8-integrity", "kills", kills, "connections")
     record_figure(request, "8-integrity", "committed", len(bank.committed), "transfers")
     record_figure(request, "8-integrity", "failed_before_commit", len(bank.failed_before_commit), "transfers")
@@ -245,13 +180,6 @@ async def test_money_is_conserved_and_the_ledger_is_exact_while_connections_are_
     assert kills > 20
     assert bank.failed_before_commit, "no transfer was interrupted: the scenario tested nothing"
     assert set(bank.errors) <= {"OperationalError", "PoolTimeout"}, bank.errors
-    assert sum(balances.values()) == ACCOUNTS * OPENING_BALANCE
-    assert bank.committed <= in_ledger
-    assert not (bank.failed_before_commit & in_ledger)
-    expected = dict.fromkeys(range(ACCOUNTS), OPENING_BALANCE)
-    for _, src, dst, amount in ledger:
-        expected[src] -= amount
-        expected[dst] += amount
-    assert balances == expected
-    assert_pool_accounted(bank.pool)
-    await assert_every_connection_usable(bank.pool)
+    bank.assert_books_balance(admin)
+    assert_pool_accounted(bank_pool)
+    await assert_every_connection_usable(bank_pool)
