@@ -39,6 +39,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import fastapi_mysqlpool
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60.0
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)")
@@ -192,6 +194,14 @@ def test_python_example_runs(example: Example, mysql_dsn: str, tmp_path: Path) -
 @pytest.mark.parametrize("example", FRAGMENTS, ids=[e.id for e in FRAGMENTS])
 def test_py_fragment_compiles(example: Example) -> None:
     compile(example.code, example.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def test_api_reference_lists_every_public_name() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^::: fastapi_mysqlpool\.(\w+)$", reference, re.MULTILINE))
+    public = set(fastapi_mysqlpool.__all__) - {"__version__"}
+    assert public - documented == set(), "add these to docs/reference.md"
+    assert documented - public == set(), "docs/reference.md documents names that are not public"
 
 
 def test_every_fenced_block_is_found(tmp_path: Path) -> None:
