@@ -31,6 +31,8 @@ __all__ = [
     "Load",
     "Op",
     "QueryTimeout",
+    "ServiceUnavailable",
+    "UnexpectedStatus",
     "assert_every_connection_usable",
     "assert_pool_accounted",
     "classify",
@@ -56,13 +58,21 @@ FAST: dict[str, Any] = {
 }
 
 #: Errors a caller may see while the database is unavailable. Anything else is a defect.
-CLEAN_ERRORS = frozenset({"PoolTimeout", "TooManyWaiters", "OperationalError", "QueryTimeout"})
+CLEAN_ERRORS = frozenset({"PoolTimeout", "TooManyWaiters", "OperationalError", "QueryTimeout", "ServiceUnavailable"})
 #: The bound the HTTP app puts on its own queries, beyond the sleep a request asks for.
 QUERY_TIMEOUT = 1.0
 
 
 class QueryTimeout(Exception):
     """The caller's own bound on a query expired (aiomysql has no per-query timeout)."""
+
+
+class ServiceUnavailable(Exception):
+    """The app answered 503: the clean refusal over HTTP."""
+
+
+class UnexpectedStatus(Exception):
+    """The app answered neither 2xx nor 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,7 @@ class Op:
 
 def classify(exc: BaseException) -> str:
     """The class name that `CLEAN_ERRORS` speaks of, with aiomysql's aliases folded onto pymysql's classes."""
-    for kind in (mp.PoolTimeout, mp.TooManyWaiters, mp.PoolClosed, QueryTimeout):
+    for kind in (mp.PoolTimeout, mp.TooManyWaiters, mp.PoolClosed, QueryTimeout, ServiceUnavailable):
         if isinstance(exc, kind):
             return kind.__name__
     for kind in (pymysql.err.InternalError, pymysql.err.OperationalError, pymysql.err.InterfaceError):
@@ -110,16 +120,16 @@ async def query_once(pool: mp.Pool, sql: str = "SELECT 1", *, query_timeout: flo
 
 @dataclass
 class Load:
-    """``workers`` tasks calling ``request(pool)`` in a loop until `stop`, each call bounded by ``deadline``.
+    """``workers`` tasks calling ``request(target)`` in a loop until `stop`, each call bounded by ``deadline``.
 
     A call still running at its deadline is recorded as a ``"hang"``: the promise under test is that the pool's own
     bounds (acquire timeout, connect timeout, the caller's query bound) end every call before that.
     """
 
-    pool: mp.Pool
+    target: Any  # a pool, or an HTTP client
     workers: int
     deadline: float
-    request: Callable[[mp.Pool], Awaitable[Any]] = query_once
+    request: Callable[[Any], Awaitable[Any]] = query_once
     pause: float = 0.01
     ops: list[Op] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,7 +148,7 @@ class Load:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                await asyncio.wait_for(self.request(self.pool), self.deadline)
+                await asyncio.wait_for(self.request(self.target), self.deadline)
             except mp.PoolTimeout as exc:
                 # PoolTimeout is a TimeoutError too: it must not be mistaken for the deadline below.
                 self.ops.append(Op(started, time.monotonic(), classify(exc), str(exc)))
