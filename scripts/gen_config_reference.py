@@ -17,11 +17,11 @@ from typing import Any
 
 from fastapi_mysqlpool import PoolOptions
 from fastapi_mysqlpool._config import _CONNECT_QUERY_OPTIONS, _SSL_KEYS
+from fastapi_mysqlpool._settings import ENV_PREFIX
 
 __all__ = ["CONNECT_PARAMETERS", "TARGET", "env_var", "render"]
 
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-ENV_PREFIX = "MYSQLPOOL_"
 
 #: The connection parameters a DSN query string accepts besides the pool options. `render` fails when
 #: fastapi_mysqlpool accepts one that is not described here, so a new parameter cannot go undocumented.
@@ -53,15 +53,16 @@ _INTRO = """\
 Every pool option can be given in three ways, and all three are checked against the same table: a bad value
 raises `ValueError` naming the option and its valid range, before any connection is opened.
 
-- as a keyword argument: `create_pool(dsn, maxsize=20)`, `mysql_lifespan(dsn, maxsize=20)`;
+- as a keyword argument: `create_pool(dsn=dsn, maxsize=20)`, `mysql_lifespan(dsn, maxsize=20)`;
 - as a DSN query parameter, named like the option: `mysql://app:secret@db:3306/shop?maxsize=20&acquire_timeout=2`;
-- as an environment variable, read by the FastAPI lifespan: `MYSQLPOOL_MAXSIZE=20`. The DSN itself comes from
-  `DATABASE_URL` when the lifespan is not given one.
+- as an environment variable, read by `mysql_lifespan`: `MYSQLPOOL_MAXSIZE=20` (names are not case-sensitive,
+  and a `.env` file in the working directory is read too). The DSN itself comes from `DATABASE_URL` when the
+  lifespan is not given one.
 
-A keyword argument wins over the DSN's query parameter. Booleans are written `true`/`false` (also `1`/`0`,
-`yes`/`no`, `on`/`off`); durations are seconds and may have a fraction.
-Any other keyword argument of `create_pool` goes to `aiomysql.connect` unchanged (`charset`, `ssl`, `autocommit`,
-`init_command`, ...), exactly as with aiomysql.
+A keyword argument wins over the DSN's query parameter, which wins over the environment variable. Booleans are
+written `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); durations are seconds and may have a fraction.
+Any other keyword argument of `create_pool` goes to `aiomysql.connect` unchanged (`charset`, `ssl`,
+`autocommit`, `init_command`, ...), exactly as with aiomysql.
 
 ```python
 import asyncio
