@@ -355,14 +355,11 @@ def test_sigkill_of_the_starting_process_takes_its_server_along(scratch: Path) -
         time.sleep({PATIENCE})
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert parent.stdout is not None
-        assert parent.stdout.readline().strip().isdigit()
-        assert len(server_processes(scratch)) == 1
-        parent.kill()
-    finally:
-        parent.kill()
-        parent.wait()
-        parent.stdout.close()
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            assert parent.stdout.readline().strip().isdigit()
+            assert len(server_processes(scratch)) == 1
+        finally:
+            parent.kill()
     wait_for(lambda: not server_processes(scratch), "the orphaned server to die")
