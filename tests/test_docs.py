@@ -16,7 +16,8 @@ How to write an example (the convention this test enforces; docs/testing.md repe
     no answer may be a 5xx;
   * otherwise it runs as a script and must exit with status 0.
 
-  In every case stderr must not show a traceback, an unclosed connection or "Event loop is closed".
+  In every case stderr must not show a traceback, an unclosed connection or "Event loop is closed", and no
+  output may contain the server's password.
 - ```py  A fragment that cannot run alone (names defined elsewhere, top-level ``await``). Keep it short. It is
   only compiled, so it must still be valid Python.
 - ```bash, ```text, ```toml, ```yaml, ```json, ...: not run.
