@@ -10,20 +10,56 @@ from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._fastapi import (
+    ConnDep,
+    CursorDep,
+    DictCursorDep,
+    MySQLLifespan,
+    PoolDep,
+    PoolDependencies,
+    TransactionDep,
+    get_conn,
+    get_cursor,
+    get_dict_cursor,
+    get_pool,
+    get_transaction,
+    install_error_handlers,
+    mysql_lifespan,
+    pool_dependencies,
+    pools_of,
+)
 from ._pool import Pool
+from ._router import pool_router
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConnDep",
+    "CursorDep",
+    "DictCursorDep",
+    "MySQLLifespan",
     "Pool",
     "PoolClosed",
+    "PoolDep",
+    "PoolDependencies",
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
     "TooManyWaiters",
+    "TransactionDep",
     "__version__",
     "create_pool",
+    "get_conn",
+    "get_cursor",
+    "get_dict_cursor",
+    "get_pool",
+    "get_transaction",
+    "install_error_handlers",
     "is_disconnect",
     "mask_dsn",
+    "mysql_lifespan",
     "parse_dsn",
+    "pool_dependencies",
+    "pool_router",
+    "pools_of",
 ]

@@ -1,0 +1,355 @@
+"""FastAPI and Starlette integration: the lifespan hook, per-request dependencies, and pool errors as 503.
+
+How a request gets its connection, and why it is given back where it is:
+
+- `mysql_lifespan` opens the pool at startup and yields it as lifespan state under ``"mysqlpools"``
+  (a ``{name: Pool}`` mapping); Starlette copies that state into every request's ``request.state``.
+- Each public dependency (`get_conn`, `get_cursor`, ...) is a plain coroutine function that takes its value from
+  a private generator declared with ``Depends(..., scope="function")``. FastAPI exits a function-scoped generator
+  when the handler returns, *before* the response is sent; a default-scope one is exited after the response. So
+  the transaction commits before the client sees a status (a failed commit is a 5xx, never a 2xx), and the
+  connection is back in the pool while the response is still being written. Because the public callables are not
+  generators themselves, ``Depends(mp.get_transaction)`` is right without the caller having to know any of this,
+  and they are stable objects that ``app.dependency_overrides`` can key on.
+- When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
+  raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
+  install, and an app's custom ``HTTPException`` handler formats it like every other error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Annotated, Any
+
+import aiomysql
+import pymysql
+from fastapi import Depends, HTTPException
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+from ._config import mask_dsn, parse_dsn
+from ._create import create_pool
+from ._errors import PoolClosed, PoolError, TooManyWaiters
+from ._metrics import attach as attach_metrics
+from ._metrics import detach as detach_metrics
+from ._pool import Pool
+from ._settings import MySQLPoolSettings, env_pool_options
+
+__all__ = [
+    "DEFAULT_POOL",
+    "RETRY_AFTER",
+    "STATE_KEY",
+    "ConnDep",
+    "CursorDep",
+    "DictCursorDep",
+    "MySQLLifespan",
+    "PoolDep",
+    "PoolDependencies",
+    "TransactionDep",
+    "get_conn",
+    "get_cursor",
+    "get_dict_cursor",
+    "get_pool",
+    "get_transaction",
+    "install_error_handlers",
+    "mysql_lifespan",
+    "pool_dependencies",
+    "pools_of",
+]
+
+#: Key of the ``{name: Pool}`` mapping in the lifespan state and on ``request.state``.
+STATE_KEY = "mysqlpools"
+#: Name of the pool opened by ``mysql_lifespan()`` when no ``name`` is given.
+DEFAULT_POOL = "default"
+#: Seconds a client is asked to wait before retrying a 503 (``Retry-After``).
+RETRY_AFTER = 1
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+# What `pool.acquire()` raises when the database cannot serve the request right now.
+_UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+
+
+# --------------------------------------------------------------------------- lifespan
+
+
+class MySQLLifespan:
+    """Opens one pool when the app starts and closes it when the app stops.
+
+    Made by `mysql_lifespan`. Pass it as ``FastAPI(lifespan=...)`` or ``Starlette(lifespan=...)``, or enter it
+    yourself inside your own lifespan: ``async with mp.mysql_lifespan(dsn) as state: ... yield state``.
+    """
+
+    def __init__(
+        self, dsn: str | None, name: str | None, lifespan: Lifespan | None, pool_options: dict[str, Any]
+    ) -> None:
+        if dsn is not None:
+            parse_dsn(dsn)  # a malformed DSN fails here, at import time, not at the first deploy
+        self._dsn = dsn
+        self._name = name or DEFAULT_POOL
+        self._options = pool_options if name is None else {**pool_options, "name": name}
+        self._lifespan = lifespan
+        self._pool: Pool | None = None
+        self._entered: list[AbstractAsyncContextManager[dict[str, Any]]] = []
+
+    @property
+    def name(self) -> str:
+        """The pool's name: its key in the lifespan state, and the argument of `pool_dependencies`."""
+        return self._name
+
+    @property
+    def pool(self) -> Pool:
+        """The pool opened by this lifespan, while it runs; for startup work in a wrapped lifespan."""
+        if self._pool is None:
+            raise RuntimeError(f"MySQL pool {self._name!r} is not open: its lifespan is not running")
+        return self._pool
+
+    def __repr__(self) -> str:
+        return f"<MySQLLifespan {self._name!r} {mask_dsn(self._dsn) if self._dsn else 'DATABASE_URL'}>"
+
+    def __call__(self, app: Any) -> AbstractAsyncContextManager[dict[str, Any]]:
+        return self._run(app)
+
+    async def __aenter__(self) -> dict[str, Any]:
+        context = self._run(None)
+        state = await context.__aenter__()
+        self._entered.append(context)
+        return state
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._entered.pop().__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _run(self, app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            pool = await self._open()
+            stack.push_async_callback(self._close, pool)
+            self._pool = pool
+            # The user's lifespan runs inside ours: its startup and shutdown can use the pool.
+            state: dict[str, Any] = {}
+            if self._lifespan is not None:
+                user_state = await stack.enter_async_context(self._lifespan(app))
+                state.update(user_state or {})
+            pools = dict(state.get(STATE_KEY, {}))
+            if self._name in pools:
+                raise ValueError(f"two MySQL pools are named {self._name!r}; give each mysql_lifespan() its own name")
+            pools[self._name] = pool
+            state[STATE_KEY] = pools
+            yield state
+
+    async def _open(self) -> Pool:
+        settings = MySQLPoolSettings()
+        dsn = self._dsn or settings.database_url
+        if not dsn:
+            raise PoolError(
+                f"no database configured for MySQL pool {self._name!r}: "
+                "pass a DSN to mysql_lifespan() or set DATABASE_URL"
+            )
+        # Precedence: keyword arguments, then the DSN's query string, then MYSQLPOOL_* variables.
+        options = {**env_pool_options(settings), **parse_dsn(dsn).pool_options, **self._options}
+        try:
+            pool = await create_pool(dsn=dsn, **options)
+        except Exception as exc:
+            raise PoolError(
+                f"cannot open MySQL pool {self._name!r} at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        attach_metrics(pool)
+        return pool
+
+    async def _close(self, pool: Pool) -> None:
+        self._pool = None
+        detach_metrics(pool)
+        pool.close()
+        await pool.wait_closed()
+
+
+def mysql_lifespan(
+    dsn: str | None = None, *, name: str | None = None, lifespan: Lifespan | None = None, **pool_options: Any
+) -> MySQLLifespan:
+    """A lifespan that opens a pool at startup and closes it, with a bounded drain, at shutdown.
+
+    - ``dsn``: ``mysql://user:password@host:3306/db?maxsize=20``; default: the ``DATABASE_URL`` variable.
+    - ``name``: the pool's name, for several pools (``pool_dependencies(name)``); default ``"default"``.
+    - ``lifespan``: your own lifespan, run inside this one; its state is kept next to the pools.
+    - ``**pool_options``: as for `create_pool`. ``MYSQLPOOL_<OPTION>`` variables (or a ``.env`` file) set the
+      options that neither these arguments nor the DSN set.
+
+    Startup waits for ``minsize`` connections and fails, within ``open_timeout``, with a `PoolError` that names
+    the pool and the masked DSN; ``wait_open=False`` starts degraded and keeps reconnecting in the background.
+    Several pools: ``mysql_lifespan(dsn2, name="analytics", lifespan=mysql_lifespan(dsn1))``.
+    """
+    return MySQLLifespan(dsn, name, lifespan, pool_options)
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def pools_of(connection: HTTPConnection) -> Mapping[str, Pool]:
+    """Every pool opened by a `mysql_lifespan` of this app, by name, from the request's state."""
+    pools: Mapping[str, Pool] | None = getattr(connection.state, STATE_KEY, None)
+    if pools is None:
+        raise RuntimeError(
+            "no MySQL pool on this app: create it with FastAPI(lifespan=mp.mysql_lifespan(...)), "
+            "or yield the state of `async with mp.mysql_lifespan(...) as state` from your own lifespan"
+        )
+    return pools
+
+
+def _unavailable(exc: BaseException) -> tuple[str, dict[str, str]]:
+    """The short client-facing reason and headers for a 503; details stay in the server's log."""
+    if isinstance(exc, TooManyWaiters):
+        reason = "Too many requests are waiting for a database connection."
+    elif isinstance(exc, PoolClosed):
+        reason = "The database pool is shutting down."
+    elif isinstance(exc, TimeoutError):
+        reason = "No database connection became available in time."
+    else:
+        reason = "The database is unreachable."
+    return reason, {"Retry-After": str(RETRY_AFTER)}
+
+
+class PoolDependencies:
+    """The dependency callables of one named pool. Get it with `pool_dependencies`.
+
+    - ``get_pool``: the `Pool` itself.
+    - ``get_conn``: a connection, held until the handler returns.
+    - ``get_cursor`` / ``get_dict_cursor``: a cursor (tuples / dicts) on that connection.
+    - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
+      rolled back when the handler raises (``HTTPException`` included).
+
+    Within one request they share one connection: a handler that asks for both a cursor and the transaction
+    gets a cursor inside the transaction.
+    """
+
+    __slots__ = ("get_conn", "get_cursor", "get_dict_cursor", "get_pool", "get_transaction", "name")
+
+    get_pool: Callable[[HTTPConnection], Awaitable[Pool]]
+    get_conn: Callable[..., Awaitable[aiomysql.Connection]]
+    get_cursor: Callable[..., Awaitable[aiomysql.Cursor]]
+    get_dict_cursor: Callable[..., Awaitable[aiomysql.DictCursor]]
+    get_transaction: Callable[..., Awaitable[aiomysql.Connection]]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+        async def get_pool(connection: HTTPConnection) -> Pool:
+            pools = pools_of(connection)
+            try:
+                return pools[name]
+            except KeyError:
+                raise RuntimeError(
+                    f"no MySQL pool named {name!r} on this app (open: {', '.join(map(repr, pools))}); "
+                    f"open it with mp.mysql_lifespan(dsn, name={name!r})"
+                ) from None
+
+        # Dependencies are declared with defaults, not `Annotated`: these are closures, and FastAPI resolves
+        # string annotations in the module's globals, where closure variables do not exist.
+        async def connection_scope(pool: Pool = Depends(get_pool)) -> AsyncIterator[aiomysql.Connection]:  # noqa: B008
+            async with AsyncExitStack() as stack:
+                try:
+                    conn = await stack.enter_async_context(pool.acquire())
+                except _UNAVAILABLE as exc:
+                    reason, headers = _unavailable(exc)
+                    raise HTTPException(503, reason, headers) from exc
+                yield conn
+
+        async def get_conn(
+            conn: aiomysql.Connection = Depends(connection_scope, scope="function"),  # noqa: B008
+        ) -> aiomysql.Connection:
+            return conn
+
+        def cursor_scope(cursor_class: type[aiomysql.Cursor]) -> Callable[..., AsyncIterator[aiomysql.Cursor]]:
+            async def scope(conn: aiomysql.Connection = Depends(get_conn)) -> AsyncIterator[aiomysql.Cursor]:  # noqa: B008
+                async with conn.cursor(cursor_class) as cursor:
+                    yield cursor
+
+            return scope
+
+        plain_cursor, dict_cursor = cursor_scope(aiomysql.Cursor), cursor_scope(aiomysql.DictCursor)
+
+        async def get_cursor(
+            cursor: aiomysql.Cursor = Depends(plain_cursor, scope="function"),  # noqa: B008
+        ) -> aiomysql.Cursor:
+            return cursor
+
+        async def get_dict_cursor(
+            cursor: aiomysql.DictCursor = Depends(dict_cursor, scope="function"),  # noqa: B008
+        ) -> aiomysql.DictCursor:
+            return cursor
+
+        async def transaction_scope(
+            conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
+        ) -> AsyncIterator[aiomysql.Connection]:
+            await conn.begin()
+            try:
+                yield conn
+            except Exception:
+                # A failed rollback means a broken connection; the release discards it, and the
+                # handler's own error is the one worth reporting.
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                raise
+            # Cancelled (BaseException): no I/O here. aiomysql closes a connection cancelled mid-read and the
+            # pool rolls back, in a task of its own, one returned inside a transaction.
+            await conn.commit()
+
+        async def get_transaction(
+            conn: aiomysql.Connection = Depends(transaction_scope, scope="function"),  # noqa: B008
+        ) -> aiomysql.Connection:
+            return conn
+
+        for fn in (get_pool, get_conn, get_cursor, get_dict_cursor, get_transaction):
+            fn.__qualname__ = f"pool_dependencies({name!r}).{fn.__name__}"
+            setattr(self, fn.__name__, fn)
+
+    def __repr__(self) -> str:
+        return f"pool_dependencies({self.name!r})"
+
+
+_dependencies: dict[str, PoolDependencies] = {}
+
+
+def pool_dependencies(name: str = DEFAULT_POOL) -> PoolDependencies:
+    """The dependencies of the pool ``name``; the same objects on every call, so overrides keep working."""
+    deps = _dependencies.get(name)
+    if deps is None:
+        deps = _dependencies[name] = PoolDependencies(name)
+    return deps
+
+
+_default = pool_dependencies()
+get_pool = _default.get_pool
+get_conn = _default.get_conn
+get_cursor = _default.get_cursor
+get_dict_cursor = _default.get_dict_cursor
+get_transaction = _default.get_transaction
+
+PoolDep = Annotated[Pool, Depends(get_pool)]
+ConnDep = Annotated[aiomysql.Connection, Depends(get_conn)]
+CursorDep = Annotated[aiomysql.Cursor, Depends(get_cursor)]
+DictCursorDep = Annotated[aiomysql.DictCursor, Depends(get_dict_cursor)]
+TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def install_error_handlers(app: Starlette) -> None:
+    """Answer `PoolError` (timeout, too many waiters, closed) with 503 and ``Retry-After`` anywhere in ``app``.
+
+    Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
+    the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
+    has built its middleware stack before the lifespan starts; hence this explicit call.
+    """
+    app.add_exception_handler(PoolError, _pool_error_response)
+
+
+async def _pool_error_response(request: Request, exc: Exception) -> Response:
+    reason, headers = _unavailable(exc)
+    return JSONResponse({"detail": reason}, status_code=503, headers=headers)

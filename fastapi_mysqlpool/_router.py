@@ -1,0 +1,97 @@
+"""``pool_router``: stats, readiness, liveness, metrics and a dashboard under ``/pool``.
+
+Readiness (``/pool/health``) takes a real connection and runs ``SELECT 1`` on every pool, all within
+`HEALTH_TIMEOUT` in total, so a probe gets its answer even when the database host drops every packet.
+Liveness (``/pool/live``) never touches the database: a database outage must not make an orchestrator restart
+healthy application processes, which would only add reconnect storms to the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ._fastapi import pools_of
+from ._pool import Pool
+
+__all__ = ["HEALTH_TIMEOUT", "pool_router"]
+
+#: Seconds ``/pool/health`` may take in total: acquire plus ``SELECT 1``, for all pools at once.
+HEALTH_TIMEOUT = 1.0
+_HEALTH_MEDIA_TYPE = "application/health+json"
+_NO_STORE = {"Cache-Control": "no-store"}
+
+pool_router = APIRouter(prefix="/pool", tags=["pool"])
+
+
+@pool_router.get("/stats")
+async def pool_stats(request: Request) -> dict[str, Any]:
+    """Every pool's `Pool.stats()` snapshot, by pool name."""
+    return {"pools": {name: pool.stats() for name, pool in pools_of(request).items()}}
+
+
+@pool_router.get("/health", response_class=JSONResponse)
+async def pool_health(request: Request) -> Response:
+    """Readiness: 200 when every pool serves ``SELECT 1`` within `HEALTH_TIMEOUT`, else 503."""
+    pools = pools_of(request)
+    results = await asyncio.gather(*(_check(pool) for pool in pools.values()))
+    checks = {f"{name}:responseTime": [result] for name, result in zip(pools, results, strict=True)}
+    ok = all(result["status"] == "pass" for result in results)
+    body = {"status": "pass" if ok else "fail", "checks": checks}
+    return JSONResponse(body, 200 if ok else 503, headers=_NO_STORE, media_type=_HEALTH_MEDIA_TYPE)
+
+
+@pool_router.get("/live", response_class=JSONResponse)
+async def pool_live() -> Response:
+    """Liveness: the process answers requests. Never touches the database."""
+    return JSONResponse({"status": "pass"}, headers=_NO_STORE, media_type=_HEALTH_MEDIA_TYPE)
+
+
+@pool_router.get("/metrics")
+async def pool_metrics(request: Request) -> Response:
+    """Prometheus text exposition of every pool's metrics."""
+    from ._metrics import metrics_response
+
+    return metrics_response(pools_of(request))
+
+
+@pool_router.get("/dashboard", include_in_schema=False)
+async def pool_dashboard() -> Response:
+    """A live HTML view of ``/pool/stats``."""
+    from ._dashboard import dashboard_response  # type: ignore[import-not-found]
+
+    response: Response = dashboard_response()
+    return response
+
+
+async def _check(pool: Pool) -> dict[str, Any]:
+    started = time.monotonic()
+    result: dict[str, Any] = {"componentId": pool.name, "componentType": "datastore"}
+    try:
+        await asyncio.wait_for(_select_one(pool), HEALTH_TIMEOUT)
+    except Exception as exc:
+        # Server and pool messages name hosts and users, never passwords.
+        output = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {HEALTH_TIMEOUT:g} s"
+        result.update(status="fail", output=output)
+    else:
+        result.update(status="pass", observedValue=round(time.monotonic() - started, 6), observedUnit="s")
+    result["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return result
+
+
+async def _select_one(pool: Pool) -> None:
+    conn = await pool.acquire(timeout=HEALTH_TIMEOUT)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+    except BaseException:
+        # Timed out or failed mid-query: the connection's state is unknown, so it is not reused.
+        await pool.release(conn, discard=True)
+        raise
+    await pool.release(conn)
