@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +24,7 @@ import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._metrics import INSTALL_HINT, SYNC_INTERVAL, attach, detach, metrics_response
 from fastapi_mysqlpool._stats import BUCKETS
 from tests import _metrics_app
+from tests._fastapi_support import serve
 from tests._uvicorn import uvicorn_server
 from tests.conftest import PoolFactory
 
@@ -275,7 +277,7 @@ def test_two_uvicorn_workers_add_up_in_multiprocess_mode(mysql_dsn: str, tmp_pat
     multiproc_dir.mkdir()
     env = {"DATABASE_URL": mysql_dsn, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
     workers = 2
-    labels = {"pool_name": "workers"}
+    labels = {"pool_name": _metrics_app.NAME}
 
     def scrape_http(base: str) -> Samples:
         response = httpx.get(f"{base}/pool/metrics", timeout=10)
@@ -289,7 +291,7 @@ def test_two_uvicorn_workers_add_up_in_multiprocess_mode(mysql_dsn: str, tmp_pat
             time.sleep(0.1)
         return samples
 
-    with uvicorn_server("tests._metrics_app:app", env, workers=workers, ready="/work") as base:
+    with uvicorn_server("tests._metrics_app:app", env, workers=workers, ready="/pool/live") as base:
         both_open = wait_for(
             base,
             lambda s: sample(s, "db_client_connection_max", **labels) == workers * _metrics_app.MAXSIZE,
@@ -301,8 +303,7 @@ def test_two_uvicorn_workers_add_up_in_multiprocess_mode(mysql_dsn: str, tmp_pat
         while len(set(pids)) < workers or len(pids) < 20:
             assert len(pids) < 500, "the requests never reached both workers"
             pids.append(httpx.get(f"{base}/work", headers={"Connection": "close"}, timeout=10).json()["pid"])
-        # Plus the one /work request of the readiness probe.
-        acquires = len(pids) + 1
+        acquires = len(pids)
         samples = wait_for(
             base,
             lambda s: sample(s, "db_client_connection_use_time_seconds_count", **labels) == acquires,
@@ -316,3 +317,19 @@ def test_two_uvicorn_workers_add_up_in_multiprocess_mode(mysql_dsn: str, tmp_pat
     after = parse(generate_latest(registry).decode())
     assert sample(after, "db_client_connection_max", **labels) == 0
     assert sample(after, "db_client_connection_use_time_seconds_count", **labels) == acquires
+
+
+async def test_the_lifespan_exports_its_pool_and_the_router_serves_it(mysql_dsn: str, name: str) -> None:
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, name=name, minsize=1, maxsize=3))
+    app.include_router(mp.pool_router)
+    async with serve(app) as client:
+        assert REGISTRY.get_sample_value("db_client_connection_max", {"pool_name": name}) == 3
+        assert (await client.get("/pool/health")).status_code == 200
+        response = await client.get("/pool/metrics")
+        assert response.status_code == 200
+        samples = parse(response.text)
+        assert sample(samples, "db_client_connection_wait_time_seconds_count", pool_name=name) == 1
+        assert sample(samples, "db_client_connection_count", pool_name=name, state="idle") == 1
+    # Shut down: the pool's gauges are gone, its counters stay.
+    assert REGISTRY.get_sample_value("db_client_connection_max", {"pool_name": name}) is None
+    assert REGISTRY.get_sample_value("db_client_connection_wait_time_seconds_count", {"pool_name": name}) == 1
