@@ -1,0 +1,544 @@
+"""The FastAPI integration in-process, with the lifespan running: dependencies, transactions, errors, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiomysql
+import pymysql
+import pytest
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._fastapi_support import StartupFailed, serve
+from tests.conftest import query
+
+
+@pytest.fixture
+def notes(admin: pymysql.connections.Connection, mysql_server: MySQLServer | ExternalServer) -> Iterator[str]:
+    """An empty table ``fastapi_notes (id, text UNIQUE)``; ``admin`` uses the test database from now on."""
+    admin.select_db(mysql_server.db)
+    query(admin, "DROP TABLE IF EXISTS fastapi_notes")
+    query(admin, "CREATE TABLE fastapi_notes (id INT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(100) UNIQUE)")
+    yield "fastapi_notes"
+    query(admin, "DROP TABLE IF EXISTS fastapi_notes")
+
+
+# Named pools' dependencies live at module level, like a user's: FastAPI resolves annotations in module globals.
+analytics = mp.pool_dependencies("analytics")
+real = mp.pool_dependencies("real")
+
+
+def note_texts(admin: pymysql.connections.Connection) -> list[str]:
+    return [row[0] for row in query(admin, "SELECT text FROM fastapi_notes ORDER BY id")]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connects are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - the pool has no event for this; poll its stats
+        await asyncio.sleep(0.01)
+
+
+def in_use(lifespan: mp.MySQLLifespan) -> int:
+    return int(lifespan.pool.stats()["in_use"])
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+async def test_conn_cursor_and_dict_cursor_dependencies_serve_queries(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=2)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/conn")
+    async def conn_endpoint(conn: mp.ConnDep) -> dict[str, Any]:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 41 + 1")
+            return {"answer": (await cursor.fetchone())[0]}
+
+    @app.get("/cursor")
+    async def cursor_endpoint(cursor: Annotated[aiomysql.Cursor, Depends(mp.get_cursor)]) -> dict[str, Any]:
+        await cursor.execute("SELECT 'tuple'")
+        return {"row": list(await cursor.fetchone())}
+
+    @app.get("/dict")
+    async def dict_endpoint(cursor: mp.DictCursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1 AS one, 'two' AS two")
+        return {"row": await cursor.fetchone()}
+
+    @app.get("/pool")
+    async def pool_endpoint(pool: mp.PoolDep) -> dict[str, Any]:
+        return {"maxsize": pool.maxsize}
+
+    async with serve(app) as client:
+        assert (await client.get("/conn")).json() == {"answer": 42}
+        assert (await client.get("/cursor")).json() == {"row": ["tuple"]}
+        assert (await client.get("/dict")).json() == {"row": {"one": 1, "two": "two"}}
+        assert (await client.get("/pool")).json() == {"maxsize": 2}
+        assert in_use(lifespan) == 0
+        pool = lifespan.pool
+    assert pool.closed
+
+
+async def test_connection_is_back_in_the_pool_before_the_response_is_sent(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+    seen_while_sending: list[int] = []
+
+    class RecordingResponse(JSONResponse):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen_while_sending.append(in_use(lifespan))
+            await super().__call__(scope, receive, send)
+
+    @app.get("/", response_class=RecordingResponse)
+    async def endpoint(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        assert in_use(lifespan) == 1
+        return {"ok": True}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200
+    assert seen_while_sending == [0]
+
+
+async def test_cursor_and_transaction_share_the_request_connection(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn))
+
+    @app.post("/notes")
+    async def add(text: str, conn: mp.TransactionDep, cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        await cursor.execute("SELECT CONNECTION_ID()")
+        (cursor_connection,) = await cursor.fetchone()
+        return {"same": cursor_connection == conn.thread_id()}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "shared"})).json() == {"same": True}
+    assert note_texts(admin) == ["shared"]
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def test_transaction_commits_before_the_response(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn))
+
+    @app.post("/notes", status_code=201)
+    async def add(text: str, conn: mp.TransactionDep) -> dict[str, Any]:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        return {"text": text}
+
+    async with serve(app) as client:
+        response = await client.post("/notes", params={"text": "kept"})
+        assert response.status_code == 201
+        # Visible to another session as soon as the client has the answer: committed, not merely pending.
+        assert note_texts(admin) == ["kept"]
+
+
+async def test_transaction_rolls_back_on_http_exception(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/notes")
+    async def add(text: str, conn: mp.TransactionDep) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        raise HTTPException(409, "changed my mind")
+
+    async with serve(app) as client:
+        response = await client.post("/notes", params={"text": "dropped"})
+        assert (response.status_code, response.json()) == (409, {"detail": "changed my mind"})
+        assert in_use(lifespan) == 0
+        assert lifespan.pool.stats()["closed_total"]["broken"] == 0  # rolled back and reused, not discarded
+    assert note_texts(admin) == []
+
+
+async def test_transaction_rolls_back_when_the_handler_crashes(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/notes")
+    async def add(text: str, conn: mp.TransactionDep) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        raise ZeroDivisionError("a bug after the insert")
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "dropped"})).status_code == 500
+        assert in_use(lifespan) == 0
+    assert note_texts(admin) == []
+
+
+async def test_integrity_error_in_a_transaction_keeps_the_connection(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, minsize=1, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/notes")
+    async def add(text: str, conn: mp.TransactionDep) -> dict[str, Any]:
+        async with conn.cursor() as cursor:
+            try:
+                await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+            except pymysql.err.IntegrityError:
+                raise HTTPException(409, "duplicate") from None
+        return {"text": text}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "once"})).status_code == 200
+        assert (await client.post("/notes", params={"text": "once"})).status_code == 409
+        assert (await client.post("/notes", params={"text": "twice"})).status_code == 200
+        stats = lifespan.pool.stats()
+    assert stats["created_total"] == 1 and stats["closed_total"]["broken"] == 0
+    assert note_texts(admin) == ["once", "twice"]
+
+
+@pytest.mark.parametrize("declared", ["Depends", "Annotated"])
+async def test_failed_commit_is_never_2xx(
+    declared: str, mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+
+    async def insert_then_lose_connection(conn: aiomysql.Connection) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('lost')")
+        # The server ends the session after the handler's last statement, before the commit.
+        query(admin, f"KILL {conn.thread_id()}")
+
+    if declared == "Depends":
+
+        @app.post("/notes")
+        async def add(conn: aiomysql.Connection = Depends(mp.get_transaction)) -> dict[str, Any]:  # noqa: B008
+            await insert_then_lose_connection(conn)
+            return {"saved": True}
+
+    else:
+
+        @app.post("/notes")
+        async def add_annotated(conn: mp.TransactionDep) -> dict[str, Any]:
+            await insert_then_lose_connection(conn)
+            return {"saved": True}
+
+    async with serve(app) as client:
+        response = await client.post("/notes")
+        assert response.status_code >= 500
+        assert in_use(lifespan) == 0
+        assert lifespan.pool.stats()["closed_total"]["broken"] == 1
+    assert note_texts(admin) == []
+
+
+async def test_streaming_response_reads_inside_its_own_acquire(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/numbers")
+    async def numbers(pool: mp.PoolDep) -> StreamingResponse:
+        async def lines() -> AsyncIterator[bytes]:
+            async with pool.acquire() as conn, conn.cursor(aiomysql.SSCursor) as cursor:
+                await cursor.execute(
+                    "WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100) SELECT n FROM s"
+                )
+                async for (n,) in cursor:
+                    yield f"{n}\n".encode()
+
+        return StreamingResponse(lines(), media_type="text/plain")
+
+    async with serve(app) as client:
+        response = await client.get("/numbers")
+        assert response.text.split() == [str(n) for n in range(1, 101)]
+        assert in_use(lifespan) == 0
+
+
+# --------------------------------------------------------------------------- 503
+
+
+async def test_exhausted_pool_answers_503_with_retry_after(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, minsize=1, maxsize=1, acquire_timeout=0.2, max_waiting=1)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def endpoint(conn: mp.ConnDep) -> dict[str, Any]:
+        return {"ok": True}
+
+    async with serve(app) as client:
+        async with lifespan.pool.acquire():
+            timed_out = await client.get("/")
+            waiting = asyncio.ensure_future(client.get("/"))  # the one allowed waiter
+            await until(lambda: lifespan.pool.stats()["waiting"] == 1)
+            rejected = await client.get("/")
+            waited = await waiting
+        assert (await client.get("/")).status_code == 200
+    for response, reason in ((timed_out, "in time"), (waited, "in time"), (rejected, "waiting")):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert reason in response.json()["detail"]
+
+
+async def test_unreachable_database_answers_503_after_a_degraded_start() -> None:
+    dsn = f"mysql://app:secret-pw@127.0.0.1:{closed_port()}/app"
+    lifespan = mp.mysql_lifespan(dsn, wait_open=False, acquire_timeout=0.3, fail_fast=True)
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def endpoint(conn: mp.ConnDep) -> dict[str, Any]:
+        return {"ok": True}
+
+    async with serve(app) as client:
+        response = await client.get("/")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "secret-pw" not in response.text
+    # Refused at once (fail_fast) or at the acquire deadline, depending on whether a connect is in flight.
+    reasons = ("The database is unreachable.", "No database connection became available in time.")
+    assert response.json()["detail"] in reasons
+
+
+# --------------------------------------------------------------------------- startup and shutdown
+
+
+async def test_startup_fails_clearly_when_the_database_is_unreachable() -> None:
+    dsn = f"mysql://app:secret-pw@127.0.0.1:{closed_port()}/app"
+    app = FastAPI(lifespan=mp.mysql_lifespan(dsn, open_timeout=0.5))
+    with pytest.raises(StartupFailed) as failed:
+        async with serve(app):
+            pass
+    message = str(failed.value)
+    assert "cannot open MySQL pool 'default'" in message
+    assert f"mysql://app:***@127.0.0.1:{dsn.rsplit(':', 1)[1].split('/')[0]}/app" in message
+    assert "secret-pw" not in message
+
+
+async def test_startup_fails_clearly_on_a_wrong_password(mysql_server: MySQLServer | ExternalServer) -> None:
+    dsn = f"mysql://{mysql_server.user}:wrong-pw@{mysql_server.host}:{mysql_server.port}/"
+    with pytest.raises(mp.PoolError) as failed:
+        async with mp.mysql_lifespan(dsn):
+            pass
+    message = str(failed.value)
+    assert "Access denied" in message
+    assert "wrong-pw" not in message
+
+
+async def test_shutdown_waits_for_requests_then_closes_the_pool(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, close_timeout=0.2)
+    async with lifespan:
+        pool = lifespan.pool
+        held = await pool.acquire()
+    assert pool.closed
+    assert pool.stats()["closed_total"]["terminated"] == 1  # the drain was bounded by close_timeout
+    assert held.closed
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = lifespan.pool
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+async def test_database_url_and_mysqlpool_variables_configure_the_pool(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATABASE_URL", mysql_dsn)
+    monkeypatch.setenv("MYSQLPOOL_MAXSIZE", "4")
+    monkeypatch.setenv("MYSQLPOOL_ACQUIRE_TIMEOUT", "2.5")
+    monkeypatch.setenv("MYSQLPOOL_PRE_PING", "off")
+    from_env = mp.mysql_lifespan()
+    async with from_env:
+        options = from_env.pool.options
+        assert (options.maxsize, options.acquire_timeout, options.pre_ping) == (4, 2.5, False)
+    # Keyword arguments win over the DSN's query string, which wins over the environment.
+    explicit = mp.mysql_lifespan(mysql_dsn + "?maxsize=6&acquire_timeout=1.5", maxsize=5)
+    async with explicit:
+        options = explicit.pool.options
+        assert (options.maxsize, options.acquire_timeout, options.pre_ping) == (5, 1.5, False)
+
+
+async def test_dotenv_file_configures_the_pool(mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"DATABASE_URL={mysql_dsn}\nMYSQLPOOL_MINSIZE=2\nMYSQLPOOL_NAME=from-dotenv\n")
+    lifespan = mp.mysql_lifespan()
+    async with lifespan:
+        assert (lifespan.pool.name, lifespan.pool.size) == ("from-dotenv", 2)
+
+
+async def test_missing_database_url_fails_startup_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(mp.PoolError, match="pass a DSN to mysql_lifespan\\(\\) or set DATABASE_URL"):
+        async with mp.mysql_lifespan():
+            pass
+
+
+async def test_invalid_environment_value_names_the_option(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MYSQLPOOL_MAXSIZE", "lots")
+    with pytest.raises(ValueError, match="'maxsize' in the environment \\(MYSQLPOOL_\\*\\): 'lots'"):
+        async with mp.mysql_lifespan(mysql_dsn):
+            pass
+
+
+def test_malformed_dsn_fails_when_the_lifespan_is_made() -> None:
+    with pytest.raises(ValueError, match="scheme") as failed:
+        mp.mysql_lifespan("postgres://app:secret-pw@db/app")
+    assert "secret-pw" not in str(failed.value)
+
+
+# --------------------------------------------------------------------------- lifespans and named pools
+
+
+async def test_user_lifespan_runs_inside_and_its_state_is_kept(mysql_dsn: str) -> None:
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with database.pool.acquire() as conn, conn.cursor() as cursor:  # the pool is open already
+            await cursor.execute("SELECT 'from startup'")
+            (greeting,) = await cursor.fetchone()
+        yield {"greeting": greeting}
+
+    database = mp.mysql_lifespan(mysql_dsn, lifespan=own_lifespan)
+    app = FastAPI(lifespan=database)
+
+    @app.get("/")
+    async def endpoint(request: Request, cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {"greeting": request.state.greeting, "pools": sorted(request.state.mysqlpools)}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).json() == {"greeting": "from startup", "pools": ["default"]}
+
+
+async def test_usable_as_a_context_manager_inside_an_own_lifespan(mysql_dsn: str) -> None:
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with mp.mysql_lifespan(mysql_dsn, maxsize=3) as state:
+            yield {**state, "flag": "set"}
+
+    app = FastAPI(lifespan=own_lifespan)
+
+    @app.get("/")
+    async def endpoint(request: Request, pool: mp.PoolDep) -> dict[str, Any]:
+        return {"flag": request.state.flag, "maxsize": pool.maxsize}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).json() == {"flag": "set", "maxsize": 3}
+
+
+async def test_named_pools_have_stable_dependencies_of_their_own(mysql_dsn: str) -> None:
+    assert mp.pool_dependencies("analytics").get_conn is analytics.get_conn
+    assert mp.pool_dependencies().get_conn is mp.get_conn
+    main = mp.mysql_lifespan(mysql_dsn, maxsize=2)
+    both = mp.mysql_lifespan(mysql_dsn, name="analytics", lifespan=main, maxsize=1)
+    app = FastAPI(lifespan=both)
+
+    @app.get("/")
+    async def endpoint(
+        default_pool: mp.PoolDep,
+        analytics_conn: Annotated[aiomysql.Connection, Depends(analytics.get_conn)],
+        analytics_pool: Annotated[mp.Pool, Depends(analytics.get_pool)],
+    ) -> dict[str, Any]:
+        return {
+            "default": default_pool.maxsize,
+            "analytics": [analytics_pool.name, analytics_pool.stats()["in_use"]],
+        }
+
+    async with serve(app) as client:
+        assert (await client.get("/")).json() == {"default": 2, "analytics": ["analytics", 1]}
+
+
+async def test_two_pools_with_one_name_fail_startup(mysql_dsn: str) -> None:
+    twice = mp.mysql_lifespan(mysql_dsn, lifespan=mp.mysql_lifespan(mysql_dsn))
+    with pytest.raises(ValueError, match="two MySQL pools are named 'default'"):
+        async with twice:
+            pass
+
+
+async def test_dependency_overrides_replace_the_connection_or_the_pool(mysql_dsn: str, make_pool: Any) -> None:
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, name="real"))
+    other = await make_pool(name="test-double", maxsize=1)
+
+    @app.get("/conn")
+    async def conn_endpoint(conn: Annotated[Any, Depends(real.get_conn)]) -> dict[str, Any]:
+        return {"conn": conn}
+
+    @app.get("/cursor")
+    async def cursor_endpoint(cursor: Annotated[aiomysql.Cursor, Depends(real.get_cursor)]) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {"pool_in_use": other.stats()["in_use"]}
+
+    async def fake_conn() -> str:
+        return "fake"
+
+    async def other_pool() -> mp.Pool:
+        return other
+
+    app.dependency_overrides[real.get_conn] = fake_conn
+    async with serve(app) as client:
+        assert (await client.get("/conn")).json() == {"conn": "fake"}
+        app.dependency_overrides = {real.get_pool: other_pool}
+        # The cursor comes from the overriding pool: get_cursor depends on get_conn, which depends on get_pool.
+        assert (await client.get("/cursor")).json() == {"pool_in_use": 1}
+    assert other.stats()["acquired_total"] == 1
+
+
+def test_missing_pool_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match=r"FastAPI\(lifespan=mp.mysql_lifespan"):
+        mp.pools_of(HTTPConnection({"type": "http", "state": {}}))
+
+
+async def test_unknown_pool_name_is_a_clear_error(mysql_dsn: str) -> None:
+    async with mp.mysql_lifespan(mysql_dsn) as state:
+        connection = HTTPConnection({"type": "http", "state": state})
+        with pytest.raises(RuntimeError, match=r"no MySQL pool named 'missing' \(open: 'default'\)"):
+            await mp.pool_dependencies("missing").get_pool(connection)
+
+
+# --------------------------------------------------------------------------- Starlette
+
+
+async def test_plain_starlette_app_with_error_handlers(mysql_dsn: str) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1, acquire_timeout=0.2)
+
+    async def endpoint(request: Request) -> Response:
+        pool = await mp.get_pool(request)
+        async with pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute("SELECT 'starlette'")
+            (value,) = await cursor.fetchone()
+        return JSONResponse({"value": value})
+
+    app = Starlette(lifespan=lifespan, routes=[Route("/", endpoint)])
+    mp.install_error_handlers(app)
+    async with serve(app) as client:
+        assert (await client.get("/")).json() == {"value": "starlette"}
+        async with lifespan.pool.acquire():
+            exhausted = await client.get("/")
+    assert exhausted.status_code == 503
+    assert exhausted.headers["retry-after"] == "1"
+    assert exhausted.json() == {"detail": "No database connection became available in time."}
