@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._pool import Pool, _Entry
 
-__all__ = ["retire_idle", "run_maintenance", "validate_idle"]
+__all__ = ["check_idle", "retire_idle", "run_maintenance", "validate_idle"]
 
 
 def maintenance_interval(pool: Pool) -> float:
@@ -60,21 +60,25 @@ def retire_idle(pool: Pool) -> None:
     pool._free = kept
 
 
+def check_idle(pool: Pool, entry: _Entry) -> None:
+    """Pre-ping ``entry`` in a task of its own; it then goes to the oldest waiter."""
+    pool._checking += 1
+    pool._spawn(_check(pool, entry), "mysqlpool-check")
+
+
 def validate_idle(pool: Pool) -> None:
     """Ping, concurrently, every idle connection outside the pre-ping window.
 
-    Called when a pre-ping went unanswered: that usually means the network path died
-    and took the other idle connections with it. Checking them one after another would
-    cost one ping timeout each inside somebody's acquire deadline.
+    Called when a pre-ping failed: that usually means the network path died and took
+    the other idle connections with it. Checking them one after another would cost one
+    ping timeout each inside somebody's acquire deadline.
     """
     now = pool._now()
-    stale = [entry for entry in pool._free if now - entry.last_used > pool._ping_window]
-    if not stale:
-        return
-    pool._free = deque(entry for entry in pool._free if now - entry.last_used <= pool._ping_window)
-    pool._checking += len(stale)
+    window = pool._ping_window
+    stale = [entry for entry in pool._free if now - entry.last_used > window]
+    pool._free = deque(entry for entry in pool._free if now - entry.last_used <= window)
     for entry in stale:
-        pool._spawn(_check(pool, entry), "mysqlpool-check")
+        check_idle(pool, entry)
 
 
 async def _check(pool: Pool, entry: _Entry) -> None:
@@ -87,4 +91,6 @@ async def _check(pool: Pool, entry: _Entry) -> None:
             pool._put(entry)
         else:
             pool._close_entry_now(entry, "broken")
+            if not pool._closing:
+                validate_idle(pool)
             pool._grow()

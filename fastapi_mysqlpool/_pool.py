@@ -386,18 +386,22 @@ class Pool:
             conn.close()
             self.connect_errors_total += 1
             if isinstance(exc, asyncio.TimeoutError):
-                exc = pymysql.err.OperationalError(
+                error: Exception = pymysql.err.OperationalError(
                     2003,
                     f"Can't connect to MySQL server on {self._name!r} "
                     f"(connect timed out after {self._options.connect_timeout:g} s)",
                 )
-            if isinstance(exc, Exception):
-                self.last_error = _describe(exc)
-                self._last_exc = exc
-                self._outage = True
-                self._connect_attempt += 1
-                raise exc from None
-            raise
+            elif isinstance(exc, Exception):
+                error = exc
+            else:
+                raise
+            self.last_error = _describe(error)
+            self._last_exc = error
+            self._outage = True
+            self._connect_attempt += 1
+            if error is exc:
+                raise
+            raise error from None
         now = self._now()
         self.create_time.observe(now - started)
         self.created_total += 1
@@ -419,7 +423,7 @@ class Pool:
         if self._closing:
             return
         size = self.size
-        wanted = max(len(self._waiters) - self._opening, self.minsize - size)
+        wanted = max(len(self._waiters) - self._opening - self._checking, self.minsize - size)
         wanted = min(wanted, self.maxsize - size)
         if self._outage:
             wanted = min(wanted, 1 - self._opening)
@@ -485,7 +489,7 @@ class Pool:
             raise PoolClosed(f"pool {self._name!r} is closed")
         started = self._now()
         deadline = started + (self._options.acquire_timeout if timeout is None else timeout)
-        entry = await self._checkout_idle(deadline) if not self._waiters else None
+        entry = self._take_idle(started) if not self._waiters else None
         if entry is None:
             entry = await self._wait(started, deadline)
         now = self._now()
@@ -499,40 +503,28 @@ class Pool:
             self._watch_leak(entry)
         return entry.conn
 
-    async def _checkout_idle(self, deadline: float) -> _Entry | None:
-        """Take idle connections, newest first, until one passes its checks."""
+    def _take_idle(self, now: float) -> _Entry | None:
+        """Take the most recently used idle connection that needs no check.
+
+        One that sat idle past the pre-ping window is handed to a check task instead, and
+        the caller queues: the checked connection goes to the oldest waiter. So the caller's
+        deadline never cuts a ping short (which would discard a healthy connection), and a
+        caller cancelled meanwhile cannot take the connection down with it.
+        """
+        from ._maintenance import check_idle
+
         while self._free:
             entry = self._free.pop()
-            now = self._now()
             if entry.expires and now >= entry.expires:
                 self._spawn(self._close_entry(entry, "lifetime"), "mysqlpool-close")
-                continue
-            if not is_clean(entry.conn):
+            elif not is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
-                continue
-            self._in_use[entry.conn] = entry
-            if now - entry.last_used <= self._ping_window:
+            elif now - entry.last_used <= self._ping_window:
+                self._in_use[entry.conn] = entry
                 return entry
-            try:
-                alive = await self._ping(entry, min(self._options.ping_timeout, deadline - now))
-            except BaseException:
-                # Cancelled mid-ping: aiomysql has closed the connection; account for it.
-                alive = False
-                raise
-            finally:
-                if not alive:
-                    self._forget(entry)
-                    self._close_entry_now(entry, "broken")
-                    self._grow()
-            if alive:
-                return entry
-            # A silent ping suggests the network path died: check the other idle
-            # connections concurrently rather than one timeout after another.
-            from ._maintenance import validate_idle
-
-            validate_idle(self)
-            return None
-        self._grow()
+            else:
+                check_idle(self, entry)
+                return None
         return None
 
     async def _ping(self, entry: _Entry, timeout: float) -> bool:
@@ -588,7 +580,7 @@ class Pool:
             PoolTimeout(
                 f"pool {self._name!r}: no connection within {waited:g} s "
                 f"(size {self.size}/{self.maxsize}, {len(self._in_use)} in use, "
-                f"{len(self._waiters)} waiting){error}"
+                f"{len(self._waiters) - 1} other tasks waiting){error}"
             )
         )
         logger.warning(

@@ -705,3 +705,15 @@ def test_clean_interpreter_exit(mysql_dsn: str, tmp_path: Any, closes_pool: bool
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert result.stderr == ""
+
+
+async def test_a_short_deadline_never_costs_a_healthy_connection(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    await asyncio.sleep(0.6)  # idle past the pre-ping window: the next acquire checks it
+    with pytest.raises(mp.PoolTimeout):
+        await pool.acquire(timeout=1e-6)
+    await asyncio.sleep(0.1)
+    assert pool.stats()["closed_total"]["broken"] == 0
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT 1") == [(1,)]
+    assert pool.stats()["created_total"] == 1
