@@ -516,7 +516,7 @@ def test_missing_pool_is_a_clear_error() -> None:
 async def test_unknown_pool_name_is_a_clear_error(mysql_dsn: str) -> None:
     async with mp.mysql_lifespan(mysql_dsn) as state:
         connection = HTTPConnection({"type": "http", "state": state})
-        with pytest.raises(RuntimeError, match=r"no MySQL pool named 'missing' \(open: 'default'\)"):
+        with pytest.raises(RuntimeError, match=r"no MySQL pool named 'missing' on this app \(open: 'default'\)"):
             await mp.pool_dependencies("missing").get_pool(connection)
 
 
