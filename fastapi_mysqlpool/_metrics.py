@@ -77,17 +77,23 @@ class _Metrics:
             multiprocess_mode="livesum",
         )
         self.max = Gauge(
-            "db_client_connection_max", "Most connections the pool may open (maxsize).", by_pool,
+            "db_client_connection_max",
+            "Most connections the pool may open (maxsize).",
+            by_pool,
             multiprocess_mode="livesum",
-        )  # fmt: skip
+        )
         self.idle_min = Gauge(
-            "db_client_connection_idle_min", "Connections the pool keeps open even when idle (minsize).", by_pool,
+            "db_client_connection_idle_min",
+            "Connections the pool keeps open even when idle (minsize).",
+            by_pool,
             multiprocess_mode="livesum",
-        )  # fmt: skip
+        )
         self.pending = Gauge(
-            "db_client_connection_pending_requests", "Acquires queued for a connection.", by_pool,
+            "db_client_connection_pending_requests",
+            "Acquires queued for a connection.",
+            by_pool,
             multiprocess_mode="livesum",
-        )  # fmt: skip
+        )
         self.counters = {attr: Counter(name, doc, by_pool) for attr, name, doc in _COUNTERS}
         self.closed = Counter(
             "db_client_connection_closed", "Connections the pool closed, by reason.", [*by_pool, "reason"]
