@@ -361,7 +361,9 @@ class Pool:
                     f"pool {self._name!r} could not open {opts.minsize} connection(s) within "
                     f"{opts.open_timeout:g} s; last error: {self.last_error}"
                 ) from first
-            await asyncio.sleep(min(self._backoff(), max(0.0, deadline - self._now())))
+            delay = min(self._backoff(), max(0.0, deadline - self._now()))
+            self._log_connect_failed(delay)
+            await asyncio.sleep(delay)
 
     def _abandon(self) -> None:
         """Close every socket now, without I/O: for a pool nobody can close properly any more
@@ -439,21 +441,28 @@ class Pool:
                 try:
                     entry = await self._connect()
                 except Exception as exc:
-                    logger.warning(
-                        "pool %s: connect failed (%s); retrying in the background", self._name, self.last_error,
-                        extra={"pool": self._name, "event": "connect_failed", "error": self.last_error},
-                    )  # fmt: skip
                     if self._options.fail_fast:
                         self._fail_waiters(exc)
                     if not self._waiters and self.size - 1 >= self.minsize:
+                        self._log_connect_failed(None)
                         return
-                    await asyncio.sleep(self._backoff())
+                    delay = self._backoff()
+                    self._log_connect_failed(delay)
+                    await asyncio.sleep(delay)
         finally:
             self._opening -= 1
             if entry is not None:
                 self._put(entry)
                 # The server answers again: open connections for whoever else waits.
                 self._grow()
+
+    def _log_connect_failed(self, retry_in: float | None) -> None:
+        then = "giving up: nobody waits" if retry_in is None else f"retrying in {retry_in:.3f} s"
+        logger.warning(
+            "pool %s: connect failed (%s); %s", self._name, self.last_error, then,
+            extra={"pool": self._name, "event": "connect_failed", "error": self.last_error,
+                   "retry_in_seconds": retry_in},
+        )  # fmt: skip
 
     def _fail_waiters(self, exc: Exception) -> None:
         while self._waiters:
@@ -694,6 +703,12 @@ class Pool:
         """Close politely: COM_QUIT, so the server does not count an aborted client."""
         self.closed_total[reason] += 1
         conn = entry.conn
+        if reason in ("lifetime", "idle"):
+            age = self._now() - entry.created
+            logger.debug(
+                "pool %s: connection retired (%s) after %.1f s", self._name, reason, age,
+                extra={"pool": self._name, "event": "recycle", "reason": reason, "age_seconds": age},
+            )  # fmt: skip
         try:
             if is_clean(conn):
                 await asyncio.wait_for(conn.ensure_closed(), 1.0)
@@ -721,7 +736,10 @@ class Pool:
     # ------------------------------------------------------------ leak detection
 
     def _watch_leak(self, entry: _Entry) -> None:
-        entry.leak_stack = "".join(traceback.format_stack(limit=16)[:-3])
+        frames = traceback.extract_stack(limit=16)
+        while frames and frames[-1].filename == __file__:  # the pool's own frames say nothing
+            frames.pop()
+        entry.leak_stack = "".join(traceback.format_list(frames))
         entry.leaked = False
         entry.leak_handle = self._loop.call_later(self._options.leak_timeout, self._report_leak, entry)
 

@@ -64,7 +64,7 @@ async def pool_metrics(request: Request) -> Response:
 @pool_router.get("/dashboard", include_in_schema=False)
 async def pool_dashboard() -> Response:
     """A live HTML view of ``/pool/stats``."""
-    from ._dashboard import dashboard_response  # type: ignore[import-not-found]
+    from ._dashboard import dashboard_response
 
     response: Response = dashboard_response()
     return response

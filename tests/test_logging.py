@@ -87,7 +87,6 @@ async def test_a_connect_failure_is_a_warning_with_the_error_and_never_the_passw
         assert all(secret not in str(value) for value in vars(record).values())
 
 
-@pytest.mark.xfail(strict=True, reason="_pool.py does not log the backoff yet (field retry_in_seconds)")
 async def test_a_connect_failure_says_when_the_next_attempt_comes(
     make_pool: PoolFactory, mysql_dsn: str, logs: Callable[..., list[logging.LogRecord]]
 ) -> None:
@@ -109,7 +108,6 @@ async def test_a_discard_is_logged_with_its_reason(
     assert discard.reason == "broken"  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason="_pool.py does not log retirement by lifetime (event recycle) yet")
 async def test_a_recycled_connection_is_logged_at_debug(
     make_pool: PoolFactory, logs: Callable[..., list[logging.LogRecord]]
 ) -> None:
@@ -162,7 +160,6 @@ async def test_a_leak_warns_with_the_acquirers_stack_then_logs_the_held_time(
     assert returned.held_seconds >= 0.15  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason="_pool._watch_leak trims 3 frames, one too many after `await pool.acquire()`")
 async def test_a_leak_stack_ends_at_the_line_that_awaited_acquire(
     make_pool: PoolFactory, logs: Callable[..., list[logging.LogRecord]]
 ) -> None:
