@@ -1,9 +1,10 @@
 """Pool micro-benchmark: one process, interleaved rounds, medians.
 
-Every contender runs the same three workloads against the same server, round after
-round, in an order that rotates each round so that no contender always runs first
-(right after a garbage collection) or last. Each measurement runs for a fixed time and
-counts operations; the reported figure is the median over the rounds.
+Every contender runs the same three workloads against the same server. Within a round
+the contenders take turns in bursts of a few milliseconds until each has run for the
+round's time, so that the load of a shared machine falls on all of them alike; the
+reported figure is the median over the rounds. In the concurrent workload each burst
+starts its 64 tasks afresh: that costs every contender the same few microseconds per task.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiomysql
@@ -33,8 +35,10 @@ METRICS = (
 )
 TASKS = 64
 MAXSIZE = 10
-
-Op = Callable[[int], Awaitable[None]]
+#: Operations each of the ``TASKS`` tasks runs per burst of the concurrent workload. Small, so that a
+#: contender's connections never sit idle past the default 0.5 s pre-ping window while the others run:
+#: the workload measures steady load, not a burst after a lull.
+CONCURRENT_BATCH = 4
 
 
 async def _select1(conn: Any) -> None:
@@ -199,14 +203,23 @@ CONTENDERS: tuple[type[Contender], ...] = (
 
 @dataclass
 class PoolResults:
-    """ops/s samples per (contender, metric), one per round."""
+    """Per (contender, metric), one sample per round: ops/s (wall clock) and client CPU µs per op.
+
+    The CPU figure is this process's time only (driver and pool, not the server): it is far
+    less sensitive to a busy machine than ops/s, so it shows small per-operation costs.
+    """
 
     rounds: int
     seconds: float
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def median(self, contender: str, metric: str) -> float | None:
         values = self.samples.get(contender, {}).get(metric)
+        return statistics.median(values) if values else None
+
+    def cpu_us(self, contender: str, metric: str) -> float | None:
+        values = self.cpu.get(contender, {}).get(metric)
         return statistics.median(values) if values else None
 
     def ratio(self, contender: str, metric: str, baseline: str, baseline_metric: str | None = None) -> float | None:
@@ -221,40 +234,48 @@ class PoolResults:
             "median_ops": {
                 c: {m: statistics.median(v) for m, v in metrics.items() if v} for c, metrics in self.samples.items()
             },
+            "median_cpu_us": {
+                c: {m: statistics.median(v) for m, v in metrics.items() if v} for c, metrics in self.cpu.items()
+            },
             "samples": self.samples,
         }
 
 
-async def _measure(contender: Contender, metric: str, seconds: float) -> float | None:
-    """Run one workload for about ``seconds``; return operations per second."""
+def _slice(contender: Contender, metric: str) -> tuple[Callable[[], Awaitable[object]], int] | None:
+    """One short burst of a workload, and how many operations it runs; ``None`` if it does not apply."""
     if metric == "acquire_release":
         if isinstance(contender, RawAiomysql):
             return None  # nothing to acquire: the floor has no pool
-        return await _timed([contender.acquire_release], contender.acquire_batch, seconds)
+        return partial(contender.acquire_release, contender.acquire_batch), contender.acquire_batch
     if metric == "select1":
-        return await _timed([contender.select1], contender.query_batch, seconds)
-    return await _timed([contender.shared] * TASKS, 2, seconds)
+        return partial(contender.select1, contender.query_batch), contender.query_batch
+
+    def concurrent() -> Awaitable[object]:
+        return asyncio.gather(*(contender.shared(CONCURRENT_BATCH) for _ in range(TASKS)))
+
+    return concurrent, TASKS * CONCURRENT_BATCH
 
 
-async def _timed(workers: list[Op], batch: int, seconds: float) -> float:
-    """Run each worker concurrently, in batches, until ``seconds`` have passed; total ops/s.
+async def _round(contenders: list[Contender], metric: str, seconds: float) -> dict[str, tuple[float, float]]:
+    """Alternate short bursts of every contender until each has run ``seconds``; ops/s and CPU µs/op each.
 
-    The workers are started once and read the clock once per batch, so neither task
-    creation nor timing costs show up in the figure.
+    A burst lasts milliseconds, so a load spike from elsewhere on the machine hits every
+    contender alike instead of whichever happened to be measured at the time.
     """
+    slices = {c.name: found for c in contenders if (found := _slice(c, metric)) is not None}
+    wall = dict.fromkeys(slices, 0.0)
+    cpu = dict.fromkeys(slices, 0.0)
+    ops = dict.fromkeys(slices, 0)
+    clock, cpu_clock = time.perf_counter, time.process_time
     gc.collect()
-    clock = time.perf_counter
-    counts = [0] * len(workers)
-    started = clock()
-    end = started + seconds
-
-    async def worker(i: int, op: Op) -> None:
-        while clock() < end:
-            await op(batch)
-            counts[i] += batch
-
-    await asyncio.gather(*(worker(i, op) for i, op in enumerate(workers)))
-    return sum(counts) / (clock() - started)
+    while min(wall.values()) < seconds:
+        for name, (burst, count) in slices.items():
+            cpu_started, started = cpu_clock(), clock()
+            await burst()
+            wall[name] += clock() - started
+            cpu[name] += cpu_clock() - cpu_started
+            ops[name] += count
+    return {name: (ops[name] / wall[name], cpu[name] / ops[name] * 1e6) for name in slices}
 
 
 async def run_pool_bench(
@@ -270,17 +291,17 @@ async def run_pool_bench(
             await contender.open(dict(kwargs), dsn)
             opened.append(contender)
             results.samples[contender.name] = {metric: [] for metric, _ in METRICS}
+            results.cpu[contender.name] = {metric: [] for metric, _ in METRICS}
         # Warm-up: open the connections each pool will use and fill the caches.
-        for contender in contenders if warmup else ():
-            for metric, _ in METRICS:
-                await _measure(contender, metric, min(seconds, 0.05))
+        for metric, _ in METRICS if warmup else ():
+            await _round(contenders, metric, min(seconds, 0.05))
         for r in range(rounds):
+            # Rotate who goes first, so that nobody always runs right after the garbage collection.
             order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
             for metric, _ in METRICS:
-                for contender in order:
-                    ops = await _measure(contender, metric, seconds)
-                    if ops is not None:
-                        results.samples[contender.name][metric].append(ops)
+                for name, (rate, cpu_us) in (await _round(order, metric, seconds)).items():
+                    results.samples[name][metric].append(rate)
+                    results.cpu[name][metric].append(cpu_us)
             log(f"  pool round {r + 1}/{rounds} done")
     finally:
         for contender in opened:

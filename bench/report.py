@@ -156,6 +156,16 @@ def _pool_table(pool: PoolResults) -> list[str]:
         lines.append(f"| {contender} | " + " | ".join(cells) + " |")
     lines += [
         "",
+        "Client CPU per operation (this process only, median µs; steadier than ops/s on a busy machine):",
+        "",
+        "| contender | " + " | ".join(title for _, title in METRICS) + " |",
+        "|---|" + "---:|" * len(METRICS),
+    ]
+    for contender in pool.cpu:
+        cells = [_num(pool.cpu_us(contender, metric), 1) for metric, _ in METRICS]
+        lines.append(f"| {contender} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         "Acquire+release, time per cycle: "
         + ", ".join(
             f"{name} {1e6 / ops:.2f} µs"
