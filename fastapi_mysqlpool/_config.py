@@ -270,11 +270,13 @@ def _split_password(dsn: str) -> tuple[str, str, str] | None:
     """``(head, password, tail)`` of a DSN; the password runs from the first ``:`` of the
     user-info to the last ``@``, so an unencoded ``@`` or ``/`` in it can only widen it."""
     scheme, sep, rest = dsn.partition("://")
+    # A DSN that lost its scheme still starts with the user-info, and must be masked all the same.
+    head, rest = (scheme + sep, rest) if sep else ("", dsn)
     at = rest.rfind("@")
-    if not sep or at < 0 or ":" not in rest[:at]:
+    if at < 0 or ":" not in rest[:at]:
         return None
     colon = rest.index(":")
-    return f"{scheme}://{rest[: colon + 1]}", rest[colon + 1 : at], rest[at:]
+    return f"{head}{rest[: colon + 1]}", rest[colon + 1 : at], rest[at:]
 
 
 def _parse_dsn(dsn: str) -> ParsedDSN:
@@ -282,8 +284,13 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
     try:
         parts = urlsplit(dsn.strip())
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid DSN {masked!r}: {_masked_reason(exc, dsn)}") from None
+    except ValueError:
+        # Not urlsplit's message: it quotes the would-be port, which is the start of a password holding an unencoded
+        # '/', '?' or '#', and so is none of the password's forms that parse_dsn scrubs.
+        raise ValueError(
+            f"invalid DSN {masked!r}: malformed host or port "
+            "(percent-encode '@', ':', '/', '?' and '#' in the user and password)"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in DSN_SCHEMES:
         raise ValueError(f"invalid DSN {masked!r}: scheme must be one of {', '.join(s + '://' for s in DSN_SCHEMES)}")
@@ -332,8 +339,8 @@ def _ssl_context(raw: Mapping[str, str]) -> ssl.SSLContext | None:
     mode = raw.get("ssl_mode", "").strip().lower().replace("-", "_")
     if "ssl" in raw:
         enabled = _bool("ssl", raw["ssl"])
-        if mode and not enabled and mode != "disabled":
-            raise ValueError("invalid DSN: ssl=false contradicts ssl_mode")
+        if mode and enabled == (mode == "disabled"):
+            raise ValueError(f"invalid DSN: ssl={raw['ssl']} contradicts ssl_mode={raw['ssl_mode']}")
         mode = mode or ("verify_identity" if enabled else "disabled")
     if not mode:
         mode = "verify_ca" if "ssl_ca" in raw else "required"
@@ -364,12 +371,3 @@ def mask_dsn(dsn: str) -> str:
     """Return ``dsn`` with its password replaced by ``***``."""
     parts = _split_password(dsn)
     return dsn if parts is None else f"{parts[0]}***{parts[2]}"
-
-
-def _masked_reason(exc: Exception, dsn: str) -> str:
-    text = str(exc)
-    try:
-        password = urlsplit(dsn).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
+
+import aiomysql
 
 from ._config import PoolOptions, parse_dsn, split_options
 from ._pool import Pool
 
 __all__ = ["create_pool"]
+
+# What the pool may pass on to aiomysql.Connection: anything else is a misspelt option, caught in the call.
+_CONNECT_ARGUMENTS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop"}
 
 
 class _PoolOpener:
@@ -66,6 +72,9 @@ def create_pool(
     Bad option values and malformed DSNs raise `ValueError` at once, naming the problem.
     """
     pool_kwargs, connect_kwargs = split_options(kwargs)
+    unknown = sorted(connect_kwargs.keys() - _CONNECT_ARGUMENTS)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}: neither a pool option nor an aiomysql.connect argument")
     for key, value in (("minsize", minsize), ("maxsize", maxsize), ("pool_recycle", pool_recycle)):
         if value is not None:
             pool_kwargs[key] = value

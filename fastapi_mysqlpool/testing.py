@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -93,6 +94,29 @@ def _die_with_parent() -> None:
     # even by SIGKILL, so a crashed test run cannot leave an orphan behind.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _preexec() -> Callable[[], None] | None:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits, not the process: a server started from a worker
+    # thread (asyncio.to_thread, an executor) would die with that thread. Only the main thread lives as long as the
+    # process; servers started elsewhere rely on stop() and the finalizer.
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        return _die_with_parent
+    return None
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The group's other members are not our children, so nothing can wait for them: poll until they are gone.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 class ExternalServer:
@@ -309,9 +333,24 @@ class MySQLServer:
             cmd = [server, "--no-defaults", "--initialize-insecure", f"--datadir={data}", f"--tmpdir={datadir / 'tmp'}"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        # Its own session, so that an interrupt kills the whole pipeline: mariadb-install-db is a shell script, and
+        # killing it alone leaves its `mariadbd --bootstrap` writing into the datadir that start() then deletes.
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_preexec(),
+        )
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        if proc.returncode != 0:
+            tail = "\n".join(output.splitlines()[-20:])
             raise MySQLServerError(f"{flavor} datadir initialisation failed ({' '.join(cmd)}):\n{tail}")
 
     def _spawn_and_wait(self) -> None:
@@ -337,9 +376,8 @@ class MySQLServer:
             cmd += ["--mysqlx=OFF", "--innodb-redo-log-capacity=16M"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_preexec()
         )
         self._paused = False
         if self._finalizer is not None:

@@ -121,7 +121,6 @@ def test_tls_can_be_switched_off(query: str) -> None:
     assert "ssl" not in mp.parse_dsn(f"mysql://app:pw@h/db?{query}").connect_kwargs
 
 
-@pytest.mark.xfail(strict=True, reason="_ssl_context ignores ssl=true when ssl_mode=disabled (reported to the lead)")
 def test_tls_contradiction_ssl_true_with_mode_disabled_is_an_error() -> None:
     with pytest.raises(ValueError, match="contradicts"):
         mp.parse_dsn("mysql://app:pw@h/db?ssl=true&ssl_mode=disabled")
@@ -164,7 +163,6 @@ def test_bad_dsn_raises_value_error_naming_the_problem_without_the_password(dsn:
         f"app:{PASSWORD}@h/db",
     ],
 )
-@pytest.mark.xfail(strict=True, reason="the password leaks into this error message (reported to the lead)")
 def test_malformed_dsn_error_never_shows_the_password(dsn: str) -> None:
     with pytest.raises(ValueError) as info:
         mp.parse_dsn(dsn)
@@ -330,7 +328,6 @@ def test_create_pool_rejects_bad_arguments_in_the_call_itself(kwargs: dict[str, 
     assert PASSWORD not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="unknown keywords go to aiomysql.connect and fail there, later (reported)")
 def test_create_pool_rejects_a_misspelt_option_in_the_call_itself() -> None:
     with pytest.raises(ValueError, match="'maxsise'"):
         mp.create_pool(host="h", maxsise=3)
