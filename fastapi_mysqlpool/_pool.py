@@ -300,6 +300,7 @@ class Pool:
             "in_use": len(self._in_use),
             "waiting": len(self._waiters),
             "opening": self._opening,
+            "checking": self._checking,
             "acquired_total": self.acquired_total,
             "timeouts_total": self.timeouts_total,
             "rejected_total": self.rejected_total,
