@@ -17,7 +17,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ._dashboard import dashboard_response
 from ._fastapi import pools_of
+from ._metrics import metrics_response
 from ._pool import Pool
 
 __all__ = ["HEALTH_TIMEOUT", "pool_router"]
@@ -56,18 +58,13 @@ async def pool_live() -> Response:
 @pool_router.get("/metrics")
 async def pool_metrics(request: Request) -> Response:
     """Prometheus text exposition of every pool's metrics."""
-    from ._metrics import metrics_response
-
     return metrics_response(pools_of(request))
 
 
 @pool_router.get("/dashboard", include_in_schema=False)
 async def pool_dashboard() -> Response:
     """A live HTML view of ``/pool/stats``."""
-    from ._dashboard import dashboard_response
-
-    response: Response = dashboard_response()
-    return response
+    return dashboard_response()
 
 
 async def _check(pool: Pool) -> dict[str, Any]:
