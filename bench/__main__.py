@@ -16,6 +16,7 @@ import pymysql
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import MySQLServer
 
+from .deps import DepsResults, run_deps_bench
 from .http import HttpResults, run_http_bench
 from .pool import PoolResults, run_pool_bench
 from .report import load_average, machine_info, render, targets, write_region
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5, quick 1)")
     parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 10, quick 1)")
     parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up per app (default 3, quick 0)")
-    parser.add_argument("--only", choices=("pool", "http"), help="run one of the two benchmarks")
+    parser.add_argument("--deps-requests", type=int, help="requests per dependency round (default 2000, quick 50)")
+    parser.add_argument("--only", choices=("pool", "deps", "http"), help="run one of the benchmarks")
     parser.add_argument("--dsn", help="use this server instead of starting a throwaway one")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown file to update")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -48,7 +50,9 @@ def _server(dsn: str | None) -> Iterator[str]:
 
 
 def _server_version(dsn: str) -> str:
-    conn = pymysql.connect(**mp.parse_dsn(dsn).connect_kwargs)
+    kwargs = mp.parse_dsn(dsn).connect_kwargs
+    kwargs["database"] = kwargs.pop("db", None)
+    conn = pymysql.connect(**kwargs)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
@@ -82,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = load_average()
     pool: PoolResults | None = None
+    deps: DepsResults | None = None
     http: HttpResults | None = None
     with _server(args.dsn) as dsn:
         server = _server_version(dsn)
@@ -96,6 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log=log,
                 )
             )
+        if args.only in (None, "deps"):
+            log("dependency cost, in-process")
+            deps = asyncio.run(
+                run_deps_bench(
+                    dsn,
+                    rounds=int(pick(args.rounds, 7, 1)),
+                    requests=int(pick(args.deps_requests, 2000, 50)),
+                    log=log,
+                )
+            )
         if args.only in (None, "http"):
             log("HTTP benchmark")
             http = run_http_bench(
@@ -106,13 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=log,
             )
     command = _command(list(argv if argv is not None else sys.argv[1:]))
-    generated = render(machine_info(server, load_before), pool, http, command)
+    generated = render(machine_info(server, load_before), pool, deps, http, command)
     write_region(args.output, generated)
     print(generated)
     if args.json is not None:
         found = targets(pool, http)
         figures = {
             "pool": pool.to_json() if pool else None,
+            "deps": deps.to_json() if deps else None,
             "http": http.to_json() if http else None,
             "targets": [{"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met} for t in found],
         }

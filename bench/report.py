@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .deps import VARIANTS, DepsResults
 from .http import APPS, CONNECTIONS, THREADS, HttpResults, wrk_binary
 from .pool import MAXSIZE, METRICS, TASKS, PoolResults
 
@@ -203,7 +204,25 @@ def _http_table(http: HttpResults) -> list[str]:
     return lines
 
 
-def render(machine: Machine, pool: PoolResults | None, http: HttpResults | None, command: str) -> str:
+def _deps_table(deps: DepsResults) -> list[str]:
+    floor = deps.median(VARIANTS[0][0])
+    lines = [
+        f"### Cost of a request's layers (in-process ASGI, no network, no query; {deps.rounds} rounds of "
+        f"{deps.requests} requests; median CPU µs per request)",
+        "",
+        "| variant | CPU µs/request | above no dependency |",
+        "|---|---:|---:|",
+    ]
+    for label, _ in VARIANTS:
+        cost = deps.median(label)
+        extra = "" if cost is None or floor is None or label == VARIANTS[0][0] else f"+{cost - floor:.0f}"
+        lines.append(f"| {label} | {_num(cost, 0)} | {extra} |")
+    return lines
+
+
+def render(
+    machine: Machine, pool: PoolResults | None, deps: DepsResults | None, http: HttpResults | None, command: str
+) -> str:
     """The generated region, markers excluded."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = ", ".join(f"{name} {version}" for name, version in machine.versions.items())
@@ -225,6 +244,8 @@ def render(machine: Machine, pool: PoolResults | None, http: HttpResults | None,
         lines.append("")
     if pool is not None:
         lines += [*_pool_table(pool), ""]
+    if deps is not None:
+        lines += [*_deps_table(deps), ""]
     if http is not None:
         lines += [*_http_table(http), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.deps import VARIANTS
 from bench.http import APPS, parse_wrk
 from bench.pool import CONTENDERS, METRICS
 from bench.report import END, START
@@ -49,8 +50,8 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
     output.write_text(f"# Benchmarks\n\nAnalysis before.\n\n{START}\nold figures\n{END}\n\nAnalysis after.\n")
     figures = tmp_path / "figures.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--pool-seconds", "0.02", "--dsn", mysql_dsn,
-         "--output", str(output), "--json", str(figures)],
+        [sys.executable, "-m", "bench", "--quick", "--pool-seconds", "0.02", "--deps-requests", "20",
+         "--dsn", mysql_dsn, "--output", str(output), "--json", str(figures)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -64,6 +65,8 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
                 assert metric not in ops[contender.name]
             else:
                 assert ops[contender.name][metric] > 0, (contender.name, metric)
+    costs = results["deps"]["median_cpu_us"]
+    assert all(costs[label] > 0 for label, _ in VARIANTS)
     http = results["http"]
     assert http["failures"] == {}
     for _, label in APPS:
