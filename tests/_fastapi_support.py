@@ -7,12 +7,20 @@ itself and copies the state into every request's scope, as a server does.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connects are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class StartupFailed(Exception):

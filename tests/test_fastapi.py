@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
-from tests._fastapi_support import StartupFailed, serve
+from tests._fastapi_support import StartupFailed, closed_port, serve
 from tests.conftest import query
 
 
@@ -43,13 +42,6 @@ real = mp.pool_dependencies("real")
 
 def note_texts(admin: pymysql.connections.Connection) -> list[str]:
     return [row[0] for row in query(admin, "SELECT text FROM fastapi_notes ORDER BY id")]
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens: connects are refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(condition: Callable[[], bool]) -> None:

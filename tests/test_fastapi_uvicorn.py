@@ -19,10 +19,10 @@ import pymysql
 import pytest
 
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._fastapi_support import closed_port
 from tests._proxy import FaultProxy
 from tests._uvicorn import ROOT, free_port, uvicorn_server
 from tests.conftest import proxied_dsn, query
-from tests.test_fastapi import closed_port
 
 # Generous: only a hang fails on it; the figures the tests are about are measured separately.
 CLIENT_TIMEOUT = 10.0

@@ -8,8 +8,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
-from tests._fastapi_support import serve
-from tests.test_fastapi import closed_port
+from tests._fastapi_support import closed_port, serve
 
 STATS_FIELDS = {"name", "minsize", "maxsize", "size", "free", "in_use", "waiting", "timeouts_total"}
 
