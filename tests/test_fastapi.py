@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,9 +22,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._settings import MySQLPoolSettings, env_pool_options
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._fastapi_support import StartupFailed, closed_port, serve
-from tests.conftest import query
+from tests._proxy import FaultProxy
+from tests.conftest import proxied_dsn, query
 
 
 @pytest.fixture
@@ -312,6 +316,29 @@ async def test_unreachable_database_answers_503_after_a_degraded_start() -> None
     assert response.json()["detail"] in reasons
 
 
+async def test_degraded_start_serves_once_the_database_answers(
+    mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    proxy.blackhole()
+    lifespan = mp.mysql_lifespan(
+        proxied_dsn(mysql_server, proxy), wait_open=False, connect_timeout=0.5, acquire_timeout=0.3
+    )
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def endpoint(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {"ok": True}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 503
+        proxy.heal()
+        deadline = time.monotonic() + 15
+        while (response := await client.get("/")).status_code != 200:
+            assert response.status_code == 503
+            assert time.monotonic() < deadline, "the pool did not reconnect within 15 s of the network healing"
+
+
 # --------------------------------------------------------------------------- startup and shutdown
 
 
@@ -396,6 +423,15 @@ async def test_invalid_environment_value_names_the_option(
     with pytest.raises(ValueError, match="'maxsize' in the environment \\(MYSQLPOOL_\\*\\): 'lots'"):
         async with mp.mysql_lifespan(mysql_dsn):
             pass
+
+
+def test_every_pool_option_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    fields = dataclasses.fields(mp.PoolOptions)
+    for f in fields:
+        monkeypatch.setenv(f"MYSQLPOOL_{f.name.upper()}", "from-env" if f.default is None else str(f.default))
+    options = env_pool_options(MySQLPoolSettings())
+    assert options == {f.name: "from-env" if f.default is None else f.default for f in fields}
 
 
 def test_malformed_dsn_fails_when_the_lifespan_is_made() -> None:
