@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
+from ._driver import is_disconnect
 from ._errors import PoolClosed, PoolError, TooManyWaiters
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
@@ -341,15 +342,22 @@ TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
 
 
 def install_error_handlers(app: Starlette) -> None:
-    """Answer `PoolError` (timeout, too many waiters, closed) with 503 and ``Retry-After`` anywhere in ``app``.
+    """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
+    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``.
 
     Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
     the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
     has built its middleware stack before the lifespan starts; hence this explicit call.
     """
     app.add_exception_handler(PoolError, _pool_error_response)
+    # A connection lost mid-request (server restarted, network cut) is the database being
+    # unavailable too, not a bug in the handler: a retry will get a fresh connection.
+    app.add_exception_handler(pymysql.err.OperationalError, _pool_error_response)
+    app.add_exception_handler(pymysql.err.InterfaceError, _pool_error_response)
 
 
 async def _pool_error_response(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, PoolError) and not is_disconnect(exc):
+        raise exc  # a statement-level error: the app's own 500 handling applies
     reason, headers = _unavailable(exc)
     return JSONResponse({"detail": reason}, status_code=503, headers=headers)

@@ -570,3 +570,29 @@ async def test_plain_starlette_app_with_error_handlers(mysql_dsn: str) -> None:
     assert exhausted.status_code == 503
     assert exhausted.headers["retry-after"] == "1"
     assert exhausted.json() == {"detail": "No database connection became available in time."}
+
+
+async def test_installed_handlers_answer_a_lost_connection_with_503(mysql_dsn: str, admin: Any) -> None:
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, minsize=1, maxsize=2))
+    mp.install_error_handlers(app)
+
+    @app.get("/killed")
+    async def killed(conn: mp.ConnDep) -> dict[str, str]:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT CONNECTION_ID()")
+            (cid,) = await cur.fetchone()
+            admin.cursor().execute(f"KILL {cid}")
+            await cur.execute("SELECT 1")
+        return {"unreachable": "code"}
+
+    @app.get("/typo")
+    async def typo(conn: mp.ConnDep) -> dict[str, str]:
+        async with conn.cursor() as cur:
+            await cur.execute("SELEC 1")
+        return {"unreachable": "code"}
+
+    async with serve(app) as client:
+        lost = await client.get("/killed")
+        assert lost.status_code == 503
+        assert lost.headers["retry-after"]
+        assert (await client.get("/typo")).status_code == 500  # a bug stays a bug: the app's 500 path
