@@ -276,16 +276,18 @@ class MySQLServer:
             self._terminate(graceful=False)
 
     def pause(self) -> None:
-        """SIGSTOP the server: connections stay open but nothing answers."""
+        """SIGSTOP the server: connections stay open but nothing answers. Returns once it has stopped."""
         proc = self._require_proc()
         proc.send_signal(signal.SIGSTOP)
         self._paused = True
+        _wait_for_state(proc.pid, stopped=True)
 
     def resume(self) -> None:
-        """SIGCONT a paused server."""
+        """SIGCONT a paused server. Returns once it runs again."""
         proc = self._require_proc()
         proc.send_signal(signal.SIGCONT)
         self._paused = False
+        _wait_for_state(proc.pid, stopped=False)
 
     def restart(self, *, graceful: bool = True) -> None:
         """Stop (or kill) and start again on the same port and datadir."""
@@ -438,6 +440,22 @@ class MySQLServer:
         if self._datadir is not None:
             shutil.rmtree(self._datadir, ignore_errors=True)
             self._datadir = None
+
+
+def _wait_for_state(pid: int, *, stopped: bool, timeout: float = 5.0) -> None:
+    # Signals are delivered asynchronously: without this, a query sent right after pause()
+    # may still be answered by a thread that has not stopped yet.
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # The state follows the parenthesised command name, which may itself contain spaces.
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # no procfs (not Linux) or the process is gone: nothing to wait for
+        if (state in ("T", "t")) == stopped:
+            return
+        time.sleep(0.002)
 
 
 def _stop_process(proc: subprocess.Popen[bytes], *, graceful: bool, paused: bool = True) -> None:
