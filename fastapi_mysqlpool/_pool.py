@@ -164,18 +164,22 @@ class Pool:
 
     @property
     def name(self) -> str:
+        """The pool's name: ``name=`` or host:port/db. Used in logs, errors, stats and metrics."""
         return self._name
 
     @property
     def options(self) -> PoolOptions:
+        """The validated `PoolOptions` the pool runs with."""
         return self._options
 
     @property
     def minsize(self) -> int:
+        """Connections kept open even when idle."""
         return self._options.minsize
 
     @property
     def maxsize(self) -> int:
+        """Upper bound on open connections."""
         return self._options.maxsize
 
     @property
@@ -185,6 +189,7 @@ class Pool:
 
     @property
     def freesize(self) -> int:
+        """Idle connections ready to be handed out."""
         return len(self._free)
 
     @property
@@ -194,6 +199,7 @@ class Pool:
 
     @property
     def echo(self) -> bool:
+        """Whether connections log their SQL, as aiomysql's ``echo=True``."""
         return bool(self._connect_kwargs.get("echo", False))
 
     def __repr__(self) -> str:
