@@ -19,6 +19,7 @@ Installing the package registers a pytest plugin with the fixtures ``mysql_serve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -31,15 +32,26 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pymysql
 
-__all__ = ["EXTERNAL_DSN_ENV", "ExternalServer", "MySQLServer", "MySQLServerError", "server_binaries"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "EXTERNAL_DSN_ENV",
+    "AppStartupFailed",
+    "ExternalServer",
+    "MySQLServer",
+    "MySQLServerError",
+    "lifespan_client",
+    "server_binaries",
+]
 
 #: Point the shared ``mysql_server`` fixture at an existing server instead of starting one.
 EXTERNAL_DSN_ENV = "FASTAPI_MYSQLPOOL_TEST_DSN"
@@ -480,3 +492,46 @@ def _cleanup(datadir: Path, proc: subprocess.Popen[bytes] | None) -> None:
     if proc is not None:
         _stop_process(proc, graceful=False)
     shutil.rmtree(datadir, ignore_errors=True)
+
+
+class AppStartupFailed(RuntimeError):
+    """The app's lifespan failed at startup (``lifespan.startup.failed``); the message is the server's."""
+
+
+@contextlib.asynccontextmanager
+async def lifespan_client(app: Any, *, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """``async with lifespan_client(app) as client:``: an httpx client for ``app`` with its lifespan running.
+
+    httpx's ``ASGITransport`` sends no lifespan events, so this runs the startup and the
+    shutdown itself and hands the lifespan state (where `mysql_lifespan` keeps its pools)
+    to every request, exactly as uvicorn does. Unhandled exceptions in the app become
+    500 responses, as they would behind a server. Raises `AppStartupFailed` when the
+    startup fails, e.g. because the database is unreachable. Needs ``httpx``.
+    """
+    import httpx
+
+    state: dict[str, Any] = {}
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    task = asyncio.ensure_future(app(scope, to_app.get, from_app.put))
+    await to_app.put({"type": "lifespan.startup"})
+    message = await from_app.get()
+    if message["type"] == "lifespan.startup.failed":
+        # Starlette re-raises the startup error after reporting it; the message is what a server shows.
+        await asyncio.gather(task, return_exceptions=True)
+        raise AppStartupFailed(message.get("message", ""))
+
+    async def with_state(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        message = await from_app.get()
+        await task
+        if message["type"] != "lifespan.shutdown.complete":
+            raise RuntimeError(f"the app's lifespan shutdown failed: {message.get('message', message)}")
