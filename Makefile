@@ -20,7 +20,7 @@ check: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 docs: $(VENV)/.installed
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: server $(VENV)/.installed
 	$(PY) -m bench
