@@ -32,6 +32,7 @@ import pymysql
 from ._config import PoolOptions
 from ._driver import COM_RESET_CONNECTION, is_clean, is_disconnect, session_dirty
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._maintenance import check_idle, run_maintenance
 from ._stats import CLOSE_REASONS, Histogram
 
 __all__ = ["Pool"]
@@ -323,8 +324,6 @@ class Pool:
 
     async def _open(self) -> None:
         """Wait for ``minsize`` connections (with ``wait_open``), then start background work."""
-        from ._maintenance import run_maintenance
-
         if self._options.wait_open and self.minsize:
             try:
                 await self._fill_at_open()
@@ -424,15 +423,27 @@ class Pool:
         return float(base * (0.5 + random.random() / 2))
 
     def _grow(self) -> None:
-        """Start connects for waiters no connect in flight will serve, and up to ``minsize``.
+        """Serve waiters that no connect or check in flight will serve: idle connections
+        first, then new connects; and keep ``minsize`` connections.
 
         While the server is unreachable only one connect runs at a time, so a down server
         sees one attempt per backoff period rather than one per waiter.
         """
         if self._closing:
             return
+        # Idle connections first: after a quiet spell they are all past the pre-ping window,
+        # and a burst must not queue behind a single check while they sit unused.
+        uncovered = len(self._waiters) - self._opening - self._checking
+        now = self._now()
+        while uncovered > 0 and (popped := self._pop_idle(now)) is not None:
+            entry, fresh = popped
+            if fresh:
+                self._put(entry)
+            else:
+                check_idle(self, entry)
+            uncovered -= 1
         size = self.size
-        wanted = max(len(self._waiters) - self._opening - self._checking, self.minsize - size)
+        wanted = max(uncovered, self.minsize - size)
         wanted = min(wanted, self.maxsize - size)
         if self._outage:
             wanted = min(wanted, 1 - self._opening)
@@ -527,20 +538,27 @@ class Pool:
         deadline never cuts a ping short (which would discard a healthy connection), and a
         caller cancelled meanwhile cannot take the connection down with it.
         """
-        from ._maintenance import check_idle
+        popped = self._pop_idle(now)
+        if popped is None:
+            return None
+        entry, fresh = popped
+        if fresh:
+            self._in_use[entry.conn] = entry
+            return entry
+        check_idle(self, entry)
+        return None
 
+    def _pop_idle(self, now: float) -> tuple[_Entry, bool] | None:
+        """Pop the most recently used idle connection, retiring expired and broken ones on
+        the way; with it, whether it was used within the pre-ping window."""
         while self._free:
             entry = self._free.pop()
             if entry.expires and now >= entry.expires:
                 self._spawn(self._close_entry(entry, "lifetime"), "mysqlpool-close")
             elif not is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
-            elif now - entry.last_used <= self._ping_window:
-                self._in_use[entry.conn] = entry
-                return entry
             else:
-                check_idle(self, entry)
-                return None
+                return entry, now - entry.last_used <= self._ping_window
         return None
 
     async def _ping(self, entry: _Entry, timeout: float) -> bool:

@@ -717,3 +717,20 @@ async def test_a_short_deadline_never_costs_a_healthy_connection(make_pool: Pool
     async with pool.acquire() as conn:
         assert await fetch(conn, "SELECT 1") == [(1,)]
     assert pool.stats()["created_total"] == 1
+
+
+async def test_a_burst_after_a_quiet_spell_uses_every_idle_connection(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=10, maxsize=10, acquire_timeout=10)
+    await asyncio.sleep(0.6)  # every idle connection is now past the pre-ping window
+    busiest = 0
+
+    async def job() -> None:
+        nonlocal busiest
+        async with pool.acquire() as conn:
+            busiest = max(busiest, pool.stats()["in_use"])
+            await fetch(conn, "SELECT SLEEP(0.05)")
+
+    await asyncio.gather(*(job() for _ in range(30)))
+    assert busiest == 10
+    assert pool.stats()["created_total"] == 10  # checked and reused, none replaced
+    assert_settled(pool)
