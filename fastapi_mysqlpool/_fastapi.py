@@ -251,14 +251,22 @@ class PoolDependencies:
 
         # Dependencies are declared with defaults, not `Annotated`: these are closures, and FastAPI resolves
         # string annotations in the module's globals, where closure variables do not exist.
+        # Depends on get_pool (rather than calling it) so that overriding get_pool in a test
+        # redirects every connection, cursor and transaction to the overriding pool.
         async def connection_scope(pool: Pool = Depends(get_pool)) -> AsyncIterator[aiomysql.Connection]:  # noqa: B008
-            async with AsyncExitStack() as stack:
-                try:
-                    conn = await stack.enter_async_context(pool.acquire())
-                except _UNAVAILABLE as exc:
-                    reason, headers = _unavailable(exc)
-                    raise HTTPException(503, reason, headers) from exc
+            acquired = pool.acquire()
+            try:
+                conn = await acquired.__aenter__()
+            except _UNAVAILABLE as exc:
+                reason, headers = _unavailable(exc)
+                raise HTTPException(503, reason, headers) from exc
+            try:
                 yield conn
+            except BaseException as exc:
+                # The pool decides by the error whether the connection may be reused.
+                await acquired.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            await acquired.__aexit__(None, None, None)
 
         async def get_conn(
             conn: aiomysql.Connection = Depends(connection_scope, scope="function"),  # noqa: B008
