@@ -586,7 +586,8 @@ class Pool:
             raise _copy_error(self._last_exc)
         fut: asyncio.Future[_Entry] = self._loop.create_future()
         self._waiters.append(fut)
-        self._grow()
+        if self._free or self.size < self.maxsize:  # else only a release can serve it
+            self._grow()
         timer = self._loop.call_later(deadline - self._now(), self._expire_waiter, fut, deadline - started)
         try:
             return await fut
