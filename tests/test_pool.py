@@ -734,3 +734,22 @@ async def test_a_burst_after_a_quiet_spell_uses_every_idle_connection(make_pool:
     assert busiest == 10
     assert pool.stats()["created_total"] == 10  # checked and reused, none replaced
     assert_settled(pool)
+
+
+async def test_a_slow_connect_never_delays_a_waiter_a_release_can_serve(
+    mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    async with mp.create_pool(dsn=proxied_dsn(mysql_server, proxy), minsize=1, maxsize=2, connect_timeout=5) as pool:
+        holder = await pool.acquire()
+        proxy.slow_new_connections(3)  # the connect the waiter triggers takes 3 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiter = asyncio.create_task(pool.acquire())
+        await asyncio.sleep(0.05)
+        assert pool.stats()["opening"] == 1
+        await pool.release(holder)
+        conn = await asyncio.wait_for(waiter, 1)  # served by the release, not by the slow connect
+        assert conn is holder
+        assert loop.time() - started < 1
+        await pool.release(conn)
+        proxy.heal()
