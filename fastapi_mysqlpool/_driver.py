@@ -50,6 +50,25 @@ def _track_eof_status() -> bool:
 EOF_STATUS_TRACKED = _track_eof_status()
 
 
+def _assume_transaction_until_answered() -> None:
+    # An error packet carries no status flags, yet the failed statement may have opened a
+    # transaction (a duplicate key keeps its lock). Until an OK or EOF packet says otherwise,
+    # a command counts as having opened one, so the release rolls it back.
+    original = aiomysql.Connection._execute_command
+    if getattr(original, "_mysqlpool_assumes_transaction", False):
+        return
+
+    async def _execute_command(self: Any, command: int, sql: Any) -> None:
+        await original(self, command, sql)
+        self.server_status |= IN_TRANS
+
+    _execute_command._mysqlpool_assumes_transaction = True  # type: ignore[attr-defined]
+    aiomysql.Connection._execute_command = _execute_command
+
+
+_assume_transaction_until_answered()
+
+
 def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
     """Whether the session needs a reset before reuse: the server may hold an open
     transaction, or autocommit differs from the pool's setting (``None``: not checked)."""

@@ -56,7 +56,7 @@ def retire_idle(pool: Pool) -> None:
             kept.append(entry)
             continue
         size -= 1
-        pool._spawn(pool._close_entry(entry, reason), "mysqlpool-close")
+        pool._retire(entry, reason)
     pool._free = kept
 
 

@@ -47,7 +47,17 @@ _DISCARD = Exception("discarded by the caller")
 class _Entry:
     """A pooled connection and its bookkeeping; allocated once per connection."""
 
-    __slots__ = ("acquired_at", "conn", "created", "expires", "last_used", "leak_handle", "leak_stack", "leaked")
+    __slots__ = (
+        "acquired_at",
+        "conn",
+        "created",
+        "expires",
+        "last_used",
+        "leak_handle",
+        "leak_stack",
+        "leaked",
+        "resetting",
+    )
 
     def __init__(self, conn: aiomysql.Connection, now: float, lifetime: float) -> None:
         self.conn = conn
@@ -59,6 +69,7 @@ class _Entry:
         self.leak_handle: asyncio.TimerHandle | None = None
         self.leak_stack: str | None = None
         self.leaked = False
+        self.resetting = False
 
 
 class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
@@ -143,6 +154,7 @@ class Pool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drained: asyncio.Future[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._cleared_at = float("-inf")
 
         self._outage = False
         self._connect_attempt = 0
@@ -229,9 +241,8 @@ class Pool:
 
     async def clear(self) -> None:
         """Close every idle connection now, and each in-use one when it comes back."""
-        for entry in self._in_use.values():
-            entry.expires = -1.0
-        closing = [self._close_entry(self._free.pop(), "cleared") for _ in range(len(self._free))]
+        self._cleared_at = self._now()
+        closing = [self._retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
         await asyncio.gather(*closing)
         self._grow()
 
@@ -252,7 +263,7 @@ class Pool:
             if task.get_name().startswith("mysqlpool-open") or task is self._maintenance:
                 task.cancel()
         while self._free:
-            self._spawn(self._close_entry(self._free.pop(), "shutdown"), "mysqlpool-close")
+            self._retire(self._free.pop(), "shutdown")
 
     def terminate(self) -> None:
         """Close the pool and every connection at once, in use or not."""
@@ -270,7 +281,8 @@ class Pool:
         if not self._closing:
             raise PoolError("wait_closed() must be called after close()")
         if self._in_use:
-            self._drained = self._loop.create_future()
+            if self._drained is None:
+                self._drained = self._loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), self._options.close_timeout)
             except asyncio.TimeoutError:
@@ -392,6 +404,8 @@ class Pool:
             await asyncio.wait_for(conn._connect(), self._options.connect_timeout)
         except BaseException as exc:
             conn.close()
+            if not isinstance(exc, Exception):
+                raise
             self.connect_errors_total += 1
             if isinstance(exc, asyncio.TimeoutError):
                 error: Exception = pymysql.err.OperationalError(
@@ -399,10 +413,8 @@ class Pool:
                     f"Can't connect to MySQL server on {self._name!r} "
                     f"(connect timed out after {self._options.connect_timeout:g} s)",
                 )
-            elif isinstance(exc, Exception):
-                error = exc
             else:
-                raise
+                error = exc
             self.last_error = _describe(error)
             self._last_exc = error
             self._outage = True
@@ -449,30 +461,33 @@ class Pool:
             wanted = min(wanted, 1 - self._opening)
         for _ in range(wanted):
             self._opening += 1
-            self._spawn(self._open_one(), "mysqlpool-open")
+            self._spawn(self._open_one(), "mysqlpool-open").add_done_callback(self._opened)
 
-    async def _open_one(self) -> None:
+    async def _open_one(self) -> _Entry | None:
         """Background connect, retried with backoff while there is demand for it."""
-        entry: _Entry | None = None
-        try:
-            while entry is None:
-                try:
-                    entry = await self._connect()
-                except Exception as exc:
-                    if self._options.fail_fast:
-                        self._fail_waiters(exc)
-                    if not self._waiters and self.size - 1 >= self.minsize:
-                        self._log_connect_failed(None)
-                        return
-                    delay = self._backoff()
-                    self._log_connect_failed(delay)
-                    await asyncio.sleep(delay)
-        finally:
-            self._opening -= 1
-            if entry is not None:
-                self._put(entry)
-                # The server answers again: open connections for whoever else waits.
-                self._grow()
+        while True:
+            try:
+                return await self._connect()
+            except Exception as exc:
+                if self._options.fail_fast:
+                    self._fail_waiters(exc)
+                if not self._waiters and self.size - 1 >= self.minsize:
+                    self._log_connect_failed(None)
+                    return None
+                delay = self._backoff()
+                self._log_connect_failed(delay)
+                await asyncio.sleep(delay)
+
+    def _opened(self, task: asyncio.Task[_Entry | None]) -> None:
+        # A done callback, not a ``finally`` in _open_one: a task cancelled by close()
+        # before its first step never runs its body, and the count must drop all the same.
+        self._opening -= 1
+        entry = None if task.cancelled() or task.exception() is not None else task.result()
+        if entry is not None:
+            self._put(entry)
+            # The server answers again: open connections for whoever else waits.
+            self._grow()
+        self._check_drained()
 
     def _log_connect_failed(self, retry_in: float | None) -> None:
         then = "giving up: nobody waits" if retry_in is None else f"retrying in {retry_in:.3f} s"
@@ -554,7 +569,7 @@ class Pool:
         while self._free:
             entry = self._free.pop()
             if entry.expires and now >= entry.expires:
-                self._spawn(self._close_entry(entry, "lifetime"), "mysqlpool-close")
+                self._retire(entry, "lifetime")
             elif not is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
             else:
@@ -630,7 +645,7 @@ class Pool:
         reset runs in its own task (so cancelling the releaser cannot abandon it) and
         the returned future completes with it."""
         entry = self._in_use.get(conn)
-        if entry is None:
+        if entry is None or entry.resetting:
             if conn in self._terminated:
                 self._terminated.discard(conn)
                 return None
@@ -642,7 +657,7 @@ class Pool:
         if self._closing:
             self._forget(entry)
             if is_clean(conn) and not conn.get_transaction_status():
-                return self._spawn(self._close_entry(entry, "shutdown"), "mysqlpool-close")
+                return self._retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
         if (exc is not None and (exc is _DISCARD or is_disconnect(exc))) or not is_clean(conn):
@@ -653,11 +668,10 @@ class Pool:
         if entry.expires and now >= entry.expires:
             self._forget(entry)
             self._grow()
-            return self._spawn(
-                self._close_entry(entry, "cleared" if entry.expires < 0 else "lifetime"), "mysqlpool-close"
-            )
+            return self._retire(entry, "lifetime")
         entry.last_used = now
         if self._options.reset_connection or session_dirty(conn, self._autocommit):
+            entry.resetting = True
             return self._spawn(self._reset(entry), "mysqlpool-reset")
         del self._in_use[conn]
         self._put(entry)
@@ -668,6 +682,7 @@ class Pool:
         try:
             await asyncio.wait_for(self._reset_session(conn), self._options.reset_timeout)
         except BaseException as exc:
+            entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
                 logger.info(
                     "pool %s: reset on release failed (%s); connection discarded", self._name, _describe(exc),
@@ -679,6 +694,7 @@ class Pool:
             if not isinstance(exc, Exception):
                 raise
             return
+        entry.resetting = False
         if self._in_use.get(conn) is entry:
             self._give_back(entry)
 
@@ -708,7 +724,11 @@ class Pool:
     def _put(self, entry: _Entry) -> None:
         """Hand ``entry`` to the oldest live waiter, or make it idle."""
         if self._closing:
-            self._spawn(self._close_entry(entry, "shutdown"), "mysqlpool-close")
+            self._retire(entry, "shutdown")
+            return
+        if entry.created <= self._cleared_at:  # opened before clear(): in use, checked or reset meanwhile
+            self._retire(entry, "cleared")
+            self._grow()
             return
         waiters = self._waiters
         while waiters:
@@ -722,19 +742,25 @@ class Pool:
     # ------------------------------------------------------------ closing connections
 
     def _forget(self, entry: _Entry) -> None:
+        if entry.leak_handle is not None:
+            entry.leak_handle.cancel()
+            entry.leak_handle = None
         self._in_use.pop(entry.conn, None)
         self._check_drained()
 
-    async def _close_entry(self, entry: _Entry, reason: str) -> None:
-        """Close politely: COM_QUIT, so the server does not count an aborted client."""
+    def _retire(self, entry: _Entry, reason: str) -> asyncio.Task[None]:
+        """Close politely, in a task: COM_QUIT, so the server does not count an aborted client.
+        Counted now, so that stats() agree with the pool's state the moment it changes."""
         self.closed_total[reason] += 1
-        conn = entry.conn
         if reason in ("lifetime", "idle"):
             age = self._now() - entry.created
             logger.debug(
                 "pool %s: connection retired (%s) after %.1f s", self._name, reason, age,
                 extra={"pool": self._name, "event": "recycle", "reason": reason, "age_seconds": age},
             )  # fmt: skip
+        return self._spawn(self._quit(entry.conn), "mysqlpool-close")
+
+    async def _quit(self, conn: aiomysql.Connection) -> None:
         try:
             if is_clean(conn):
                 await asyncio.wait_for(conn.ensure_closed(), 1.0)

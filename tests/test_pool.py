@@ -753,3 +753,86 @@ async def test_a_slow_connect_never_delays_a_waiter_a_release_can_serve(
         assert loop.time() - started < 1
         await pool.release(conn)
         proxy.heal()
+
+
+# ---------------------------------------------------------------- lifecycle edges
+
+
+async def test_a_failed_statement_is_rolled_back_before_reuse(make_pool: PoolFactory, admin: Any) -> None:
+    query(admin, "CREATE TABLE IF NOT EXISTS app.dup_keys (id INT PRIMARY KEY) ENGINE=InnoDB")
+    query(admin, "REPLACE INTO app.dup_keys VALUES (1)")
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+    with pytest.raises(pymysql.err.IntegrityError):
+        async with pool.acquire() as conn:
+            await fetch(conn, "INSERT INTO dup_keys VALUES (1)")  # an error packet carries no status flags
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) == first
+        assert await fetch(conn, "SELECT @@in_transaction") == [(0,)]
+
+
+async def test_close_right_after_open_keeps_exact_accounting(mysql_dsn: str) -> None:
+    pool = await mp.create_pool(dsn=mysql_dsn, minsize=2, maxsize=4, wait_open=False)
+    pool.close()  # the connect tasks are cancelled before their first step
+    await pool.wait_closed()
+    stats = pool.stats()
+    assert (stats["opening"], stats["size"]) == (0, 0)
+    assert stats["connect_errors_total"] == 0  # a cancelled connect is not a failed one
+
+
+async def test_close_during_connect_is_not_a_connect_error(mysql_dsn: str) -> None:
+    pool = await mp.create_pool(dsn=mysql_dsn, minsize=2, maxsize=4, wait_open=False)
+    await asyncio.sleep(0)  # the connects start
+    pool.close()
+    await pool.wait_closed()
+    stats = pool.stats()
+    assert (stats["connect_errors_total"], stats["last_error"], stats["opening"]) == (0, None, 0)
+
+
+async def test_terminate_silences_the_leak_watch(mysql_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    pool = await mp.create_pool(dsn=mysql_dsn, minsize=0, maxsize=1, leak_timeout=0.2)
+    conn = await pool.acquire()
+    pool.terminate()
+    await pool.wait_closed()
+    await pool.release(conn)
+    with caplog.at_level(logging.WARNING, logger="fastapi_mysqlpool"):
+        await asyncio.sleep(0.4)
+    assert [r for r in caplog.records if getattr(r, "event", None) == "leak"] == []
+
+
+async def test_concurrent_wait_closed_calls_all_return_on_drain(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=0, maxsize=1, close_timeout=5)
+    conn = await pool.acquire()
+    pool.close()
+    waits = [asyncio.create_task(pool.wait_closed()) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await pool.release(conn)
+    await asyncio.wait_for(asyncio.gather(*waits), 2)  # both, well before close_timeout
+
+
+async def test_release_during_its_reset_is_rejected(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    conn = await pool.acquire()
+    await fetch(conn, "BEGIN")  # the release needs a rollback, in a task of its own
+    results = await asyncio.gather(pool.release(conn), pool.release(conn), return_exceptions=True)
+    assert [type(r) for r in results].count(mp.PoolError) == 1
+    async with pool.acquire() as again:
+        assert await fetch(again, "SELECT @@in_transaction") == [(0,)]
+    assert pool.stats()["closed_total"]["reset_failed"] == 0
+
+
+async def test_clear_reaches_a_connection_being_checked(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, pre_ping_window=0)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+    await asyncio.sleep(0.01)
+    task = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)  # the acquire hands the idle connection to a check task
+    assert pool.stats()["checking"] == 1
+    await pool.clear()
+    conn = await task
+    try:
+        assert await conn_id(conn) != first
+    finally:
+        await pool.release(conn)
