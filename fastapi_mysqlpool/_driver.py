@@ -71,8 +71,11 @@ _assume_transaction_until_answered()
 
 def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
     """Whether the session needs a reset before reuse: the server may hold an open
-    transaction, or autocommit differs from the pool's setting (``None``: not checked)."""
+    transaction, or autocommit differs from the pool's setting (``None``: not checked).
+    Result sets still to come (a stored procedure not read to its end) make it dirty too."""
     result = conn._result
+    if result is not None and result.has_next:
+        return True
     status = conn.server_status
     if result is not None and result.server_status is not None:
         status = result.server_status
@@ -82,12 +85,15 @@ def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
 
 
 def is_clean(conn: aiomysql.Connection) -> bool:
-    """Cheap, I/O-free check: socket open, no EOF or stray bytes, no unread result."""
+    """Cheap, I/O-free check: socket open, no EOF, no unread result, and no stray bytes
+    other than the result sets still announced (which the reset on release reads)."""
     reader = conn._reader
-    if reader is None or reader.eof_received or reader._buffer:
+    if reader is None or reader.eof_received:
         return False
     result = conn._result
-    return result is None or not result.unbuffered_active
+    if result is not None and result.unbuffered_active:
+        return False
+    return not reader._buffer or (result is not None and bool(result.has_next))
 
 
 def is_disconnect(exc: BaseException) -> bool:

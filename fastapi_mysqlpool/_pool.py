@@ -699,6 +699,10 @@ class Pool:
             self._give_back(entry)
 
     async def _reset_session(self, conn: aiomysql.Connection) -> None:
+        # A stored procedure whose later result sets were not read is still running: read
+        # them (it finishes), then roll back whatever it left uncommitted.
+        while conn._result is not None and conn._result.has_next:
+            await conn.next_result()
         if self._options.reset_connection:
             await conn._execute_command(COM_RESET_CONNECTION, b"")
             await conn._read_ok_packet()

@@ -836,3 +836,25 @@ async def test_clear_reaches_a_connection_being_checked(make_pool: PoolFactory) 
         assert await conn_id(conn) != first
     finally:
         await pool.release(conn)
+
+
+@pytest.mark.parametrize("released_after", [0.0, 0.5])  # while the procedure runs, and after it has answered
+async def test_unread_result_sets_of_a_procedure_are_not_handed_on(
+    make_pool: PoolFactory, admin: Any, released_after: float
+) -> None:
+    query(admin, "CREATE TABLE IF NOT EXISTS app.proc_rows (id INT PRIMARY KEY) ENGINE=InnoDB")
+    query(admin, "DELETE FROM app.proc_rows")
+    query(admin, "DROP PROCEDURE IF EXISTS app.slow_insert")
+    query(
+        admin, "CREATE PROCEDURE app.slow_insert() BEGIN SELECT 1; DO SLEEP(0.3); INSERT INTO proc_rows VALUES (7); END"
+    )
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+        assert await fetch(conn, "CALL slow_insert()") == [(1,)]  # the first result set only
+        await asyncio.sleep(released_after)
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) == first  # read to its end and rolled back, not discarded
+        assert await fetch(conn, "SELECT @@in_transaction") == [(0,)]
+        assert await fetch(conn, "SELECT COUNT(*) FROM proc_rows") == [(0,)]  # its insert was rolled back
+    assert pool.stats()["closed_total"]["broken"] == 0
