@@ -116,11 +116,21 @@ class _Connection:
                 # Blackholed before upstream was contacted: never contact it, just swallow the client's bytes.
                 self._spawn(self._pump(self._client_reader, None, from_client=True))
                 return
+            connect = asyncio.ensure_future(asyncio.open_connection(proxy._upstream_host, proxy._upstream_port))
             try:
-                up_reader, up_writer = await asyncio.open_connection(proxy._upstream_host, proxy._upstream_port)
+                up_reader, up_writer = await asyncio.shield(connect)
             except OSError:
                 self.request_close("close")
                 return
+            except asyncio.CancelledError:
+                # Cancelled (the client left) just as the connect completed: asyncio would drop the new
+                # transport unclosed. Let the connect finish and close what it opened.
+                done, _ = await asyncio.wait({connect}, timeout=_CLOSE_GRACE)
+                if not done:
+                    connect.cancel()
+                elif not connect.cancelled() and connect.exception() is None:
+                    connect.result()[1].transport.abort()
+                raise
             self._upstream_writer = up_writer
             to_upstream: asyncio.Queue[_Chunk] = asyncio.Queue(_QUEUE_CHUNKS)
             to_client: asyncio.Queue[_Chunk] = asyncio.Queue(_QUEUE_CHUNKS)
