@@ -16,6 +16,7 @@ Invariants, kept by every method below and checked by the stress tests:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -272,7 +273,7 @@ class Pool:
             self._forget(entry)
             self._terminated.add(conn)
             self.closed_total["terminated"] += 1
-            conn.close()
+            self._close_socket(conn)
         self._check_drained()
 
     async def wait_closed(self) -> None:
@@ -765,6 +766,7 @@ class Pool:
         return self._spawn(self._quit(entry.conn), "mysqlpool-close")
 
     async def _quit(self, conn: aiomysql.Connection) -> None:
+        writer = conn._writer
         try:
             if is_clean(conn):
                 await asyncio.wait_for(conn.ensure_closed(), 1.0)
@@ -772,12 +774,22 @@ class Pool:
             pass
         finally:
             conn.close()
+            if writer is not None:
+                await _until_closed(writer)
             self._check_drained()
+
+    def _close_socket(self, conn: aiomysql.Connection) -> None:
+        """Close without I/O; a task waits (briefly) for the transport to finish closing,
+        so that wait_closed() does not return before the socket is really gone."""
+        writer = conn._writer
+        conn.close()
+        if writer is not None:
+            self._spawn(_until_closed(writer), "mysqlpool-close")
 
     def _close_entry_now(self, entry: _Entry, reason: str) -> None:
         """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
         self.closed_total[reason] += 1
-        entry.conn.close()
+        self._close_socket(entry.conn)
         if reason != "shutdown":
             logger.info(
                 "pool %s: connection discarded (%s)", self._name, reason,
@@ -844,6 +856,13 @@ class Pool:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool %s: background task %s failed", self._name, task.get_name(), exc_info=task.exception())
+
+
+async def _until_closed(writer: asyncio.StreamWriter) -> None:
+    # A TLS transport closes only after its shutdown exchange; a plain one on the next loop
+    # iteration. Either way its socket must be gone before the event loop may close.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 def _default_name(kwargs: dict[str, Any]) -> str:
