@@ -241,7 +241,8 @@ class Pool:
             await asyncio.shield(reset)
 
     async def clear(self) -> None:
-        """Close every idle connection now, and each in-use one when it comes back."""
+        """Replace every connection opened before this call: idle ones close now, the others
+        (in use, being checked or reset) when they come back."""
         self._cleared_at = self._now()
         closing = [self._retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
         await asyncio.gather(*closing)
