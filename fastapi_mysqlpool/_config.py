@@ -259,11 +259,18 @@ def parse_dsn(dsn: str) -> ParsedDSN:
 
 
 def _password_forms(dsn: str) -> list[str]:
+    """Every text a parser could take for the password, longest first: from *any* ``:`` of
+    the user-info (the user may hold one too) to *any* later ``@`` (the query may hold one)."""
     parts = _split_password(dsn)
     if parts is None:
         return []
-    raw = parts[1]
-    return [form for form in {raw, unquote(raw)} if form]
+    # parts[1] runs from the first ':' to the last '@'; prefix the ':' so every start is found.
+    widest = ":" + parts[1]
+    starts = [i + 1 for i, char in enumerate(widest) if char == ":"]
+    ends = [i for i, char in enumerate(widest) if char == "@"] + [len(widest)]
+    raws = [widest[start:end] for start in starts for end in ends if end > start]
+    forms = {form for raw in raws for form in (raw, unquote(raw)) if form}
+    return sorted(forms, key=len, reverse=True)
 
 
 def _split_password(dsn: str) -> tuple[str, str, str] | None:

@@ -159,6 +159,8 @@ def test_bad_dsn_raises_value_error_naming_the_problem_without_the_password(dsn:
         f"mysql://app:{PASSWORD}/x@h/db",
         f"mysql://app:{PASSWORD}#x@h/db",
         f"mysql://app:{PASSWORD}?x@h/db",
+        # An "@" in the query string as well: the password may end at either "@".
+        f"mysql:://:{PASSWORD}@127.0.0.1/?@",
         # A forgotten scheme: mask_dsn finds no '://' and masks nothing.
         f"app:{PASSWORD}@h/db",
     ],
@@ -352,3 +354,10 @@ async def test_create_pool_explicit_arguments_win_over_the_dsn(mysql_dsn: str) -
         assert pool.maxsize == 5
         await cur.execute("SELECT @@autocommit")
         assert await cur.fetchone() == (0,)
+
+
+def test_a_colon_in_an_unencoded_user_never_reveals_the_password() -> None:
+    # Found by fuzzing: the user itself held a ':' so the password could start after either one.
+    with pytest.raises(ValueError) as info:
+        mp.parse_dsn(f"mysql:://:\x1f:{PASSWORD}@127.0.0.1/")
+    assert PASSWORD not in str(info.value)
