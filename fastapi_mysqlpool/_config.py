@@ -209,13 +209,6 @@ def _text(key: str, raw: str) -> str:
     return raw
 
 
-def _int(key: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"invalid value for {key!r} in DSN: {raw!r} (expected an integer)") from None
-
-
 def _bool(key: str, raw: str) -> bool:
     result: bool = _convert(bool, raw, key, "DSN", "true or false")
     return result

@@ -658,7 +658,7 @@ class Pool:
             self._end_leak_watch(entry, now)
         if self._closing:
             self._forget(entry)
-            if is_clean(conn) and not conn.get_transaction_status():
+            if is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
                 return self._retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
