@@ -4,13 +4,15 @@ How a request gets its connection, and why it is given back where it is:
 
 - `mysql_lifespan` opens the pool at startup and yields it as lifespan state under ``"mysqlpools"``
   (a ``{name: Pool}`` mapping); Starlette copies that state into every request's ``request.state``.
-- Each public dependency (`get_conn`, `get_cursor`, ...) is a plain coroutine function that takes its value from
-  a private generator declared with ``Depends(..., scope="function")``. FastAPI exits a function-scoped generator
-  when the handler returns, *before* the response is sent; a default-scope one is exited after the response. So
-  the transaction commits before the client sees a status (a failed commit is a 5xx, never a 2xx), and the
-  connection is back in the pool while the response is still being written. Because the public callables are not
-  generators themselves, ``Depends(mp.get_transaction)`` is right without the caller having to know any of this,
-  and they are stable objects that ``app.dependency_overrides`` can key on.
+- Each public dependency (`get_conn`, `get_cursor`, ...) is a plain coroutine function that registers its exit
+  (release, cursor close, commit or rollback) on FastAPI's function-scoped exit stack, the one behind
+  ``Depends(..., scope="function")``. FastAPI unwinds it when the handler returns, *before* the response is sent,
+  passing it the handler's exception; a default-scope generator would be exited after the response. So the
+  transaction commits before the client sees a status (a failed commit is a 5xx, never a 2xx), and the connection
+  is back in the pool while the response is still being written. ``Depends(mp.get_transaction)`` is right without
+  the caller having to know any of this, and the callables are stable objects that ``app.dependency_overrides``
+  can key on. Not being generators saves FastAPI's per-generator context manager and cancel scope, which cost
+  more than acquiring and releasing the connection.
 - When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
   raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
@@ -25,6 +27,7 @@ from types import TracebackType
 from typing import Annotated, Any
 
 import aiomysql
+import anyio
 import pymysql
 from fastapi import Depends, HTTPException
 from starlette.applications import Starlette
@@ -73,6 +76,8 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 
 # What `pool.acquire()` raises when the database cannot serve the request right now.
 _UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+# Where FastAPI keeps the exit stack of a request's function-scoped dependencies.
+_FUNCTION_STACK = "fastapi_function_astack"
 
 
 # --------------------------------------------------------------------------- lifespan
@@ -215,6 +220,44 @@ def _unavailable(exc: BaseException) -> tuple[str, dict[str, str]]:
     return reason, {"Retry-After": str(RETRY_AFTER)}
 
 
+def _function_scope(connection: HTTPConnection) -> AsyncExitStack:
+    """FastAPI's exit stack for this request's function-scoped dependencies: it unwinds when the
+    handler returns, before the response is sent, and receives the handler's exception."""
+    stack = connection.scope.get(_FUNCTION_STACK)
+    if not isinstance(stack, AsyncExitStack):
+        raise RuntimeError(
+            "fastapi_mysqlpool's dependencies need FastAPI >= 0.121.1, which gives every request an exit "
+            f"stack for function-scoped dependencies ({_FUNCTION_STACK!r} in the ASGI scope); none found"
+        )
+    return stack
+
+
+class _Transaction:
+    """The end of a `get_transaction` transaction, on the request's function-scoped exit stack."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: aiomysql.Connection) -> None:
+        self.conn = conn
+
+    async def end(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Commit, or roll back when the handler raised; an exit callback, so it never suppresses the error."""
+        # Shielded, as FastAPI shields the exit of its own dependencies: a cancellation arriving
+        # now must not leave the outcome of a commit to chance.
+        with anyio.CancelScope(shield=True):
+            if exc is None:
+                await self.conn.commit()
+            elif isinstance(exc, Exception):
+                # A failed rollback means a broken connection; the release discards it, and the
+                # handler's own error is the one worth reporting.
+                with contextlib.suppress(Exception):
+                    await self.conn.rollback()
+            # Cancelled (BaseException): no I/O here. aiomysql closes a connection cancelled mid-read and
+            # the pool rolls back, in a task of its own, one returned inside a transaction.
+
+
 class PoolDependencies:
     """The dependency callables of one named pool. Get it with `pool_dependencies`.
 
@@ -253,69 +296,57 @@ class PoolDependencies:
         # string annotations in the module's globals, where closure variables do not exist.
         # Depends on get_pool (rather than calling it) so that overriding get_pool in a test
         # redirects every connection, cursor and transaction to the overriding pool.
-        async def connection_scope(pool: Pool = Depends(get_pool)) -> AsyncIterator[aiomysql.Connection]:  # noqa: B008
+        async def get_conn(
+            connection: HTTPConnection,
+            pool: Pool = Depends(get_pool),  # noqa: B008
+        ) -> aiomysql.Connection:
+            stack = _function_scope(connection)
             acquired = pool.acquire()
             try:
                 conn = await acquired.__aenter__()
             except _UNAVAILABLE as exc:
                 reason, headers = _unavailable(exc)
                 raise HTTPException(503, reason, headers) from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                # The pool decides by the error whether the connection may be reused.
-                await acquired.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
-            await acquired.__aexit__(None, None, None)
-
-        async def get_conn(
-            conn: aiomysql.Connection = Depends(connection_scope, scope="function"),  # noqa: B008
-        ) -> aiomysql.Connection:
+            # Released when the handler returns, with its exception if it raised one: the pool
+            # decides by the error whether the connection may be reused.
+            stack.push_async_exit(acquired)
             return conn
 
-        def cursor_scope(cursor_class: type[aiomysql.Cursor]) -> Callable[..., AsyncIterator[aiomysql.Cursor]]:
-            async def scope(conn: aiomysql.Connection = Depends(get_conn)) -> AsyncIterator[aiomysql.Cursor]:  # noqa: B008
-                async with conn.cursor(cursor_class) as cursor:
-                    yield cursor
+        def cursor_dependency(cursor_class: type[Any]) -> Callable[..., Awaitable[Any]]:
+            async def get_cursor(
+                connection: HTTPConnection,
+                conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
+            ) -> Any:
+                stack = _function_scope(connection)
+                cursor = await conn.cursor(cursor_class)
+                stack.push_async_exit(cursor)  # closed before the connection goes back
+                return cursor
 
-            return scope
+            return get_cursor
 
-        plain_cursor, dict_cursor = cursor_scope(aiomysql.Cursor), cursor_scope(aiomysql.DictCursor)
-
-        async def get_cursor(
-            cursor: aiomysql.Cursor = Depends(plain_cursor, scope="function"),  # noqa: B008
-        ) -> aiomysql.Cursor:
-            return cursor
-
-        async def get_dict_cursor(
-            cursor: aiomysql.DictCursor = Depends(dict_cursor, scope="function"),  # noqa: B008
-        ) -> aiomysql.DictCursor:
-            return cursor
-
-        async def transaction_scope(
-            conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
-        ) -> AsyncIterator[aiomysql.Connection]:
-            await conn.begin()
-            try:
-                yield conn
-            except Exception:
-                # A failed rollback means a broken connection; the release discards it, and the
-                # handler's own error is the one worth reporting.
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-                raise
-            # Cancelled (BaseException): no I/O here. aiomysql closes a connection cancelled mid-read and the
-            # pool rolls back, in a task of its own, one returned inside a transaction.
-            await conn.commit()
+        get_cursor = cursor_dependency(aiomysql.Cursor)
+        get_dict_cursor = cursor_dependency(aiomysql.DictCursor)
 
         async def get_transaction(
-            conn: aiomysql.Connection = Depends(transaction_scope, scope="function"),  # noqa: B008
+            connection: HTTPConnection,
+            conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
         ) -> aiomysql.Connection:
+            stack = _function_scope(connection)
+            await conn.begin()
+            stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
 
-        for fn in (get_pool, get_conn, get_cursor, get_dict_cursor, get_transaction):
-            fn.__qualname__ = f"pool_dependencies({name!r}).{fn.__name__}"
-            setattr(self, fn.__name__, fn)
+        dependencies = {
+            "get_pool": get_pool,
+            "get_conn": get_conn,
+            "get_cursor": get_cursor,
+            "get_dict_cursor": get_dict_cursor,
+            "get_transaction": get_transaction,
+        }
+        for attribute, fn in dependencies.items():
+            fn.__name__ = attribute
+            fn.__qualname__ = f"pool_dependencies({name!r}).{attribute}"
+            setattr(self, attribute, fn)
 
     def __repr__(self) -> str:
         return f"pool_dependencies({self.name!r})"

@@ -8,6 +8,8 @@ Invariants, kept by every method below and checked by the stress tests:
 - A waiter is a future in ``_waiters``; whoever changes capacity (release, discard,
   a finished connect, close) hands a connection to the oldest live waiter or starts a
   connect for it. Nobody waits on a condition that may never be signalled.
+- One timer serves every waiter's deadline: it is armed no later than the earliest
+  deadline of any live waiter, and when it fires it expires the overdue ones and re-arms.
 - No lock is ever held across I/O: this is one event loop, and every state change is a
   synchronous block between awaits. Connects, pings and resets run in their own tasks or
   in the caller's task *after* the bookkeeping is done.
@@ -31,7 +33,7 @@ import aiomysql
 import pymysql
 
 from ._config import PoolOptions
-from ._driver import COM_RESET_CONNECTION, is_clean, is_disconnect, session_dirty
+from ._driver import COM_RESET_CONNECTION, Connection, is_clean, is_disconnect, session_dirty
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._maintenance import check_idle, run_maintenance
 from ._stats import CLOSE_REASONS, Histogram
@@ -71,6 +73,15 @@ class _Entry:
         self.leak_stack: str | None = None
         self.leaked = False
         self.resetting = False
+
+
+class _Waiter(asyncio.Future[_Entry]):
+    """A queued acquire: the future a connection is handed over with, and its deadline."""
+
+    __slots__ = ("deadline", "started")
+
+    deadline: float
+    started: float
 
 
 class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
@@ -147,7 +158,10 @@ class Pool:
         self._free: deque[_Entry] = deque()
         self._in_use: dict[aiomysql.Connection, _Entry] = {}
         self._terminated: set[aiomysql.Connection] = set()
-        self._waiters: deque[asyncio.Future[_Entry]] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        # The deadline timer shared by all waiters (see the module docstring) and when it fires.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
         self._opening = 0
         self._checking = 0
         self._closing = False
@@ -257,6 +271,7 @@ class Pool:
         logger.info(
             "pool %s closing", self._name, extra={"pool": self._name, "event": "close", "in_use": len(self._in_use)}
         )
+        self._disarm_timer()
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
@@ -395,13 +410,14 @@ class Pool:
             conn.close()
         self._terminated.update(self._in_use)
         self._in_use.clear()
+        self._disarm_timer()
         while self._waiters:
             self._waiters.popleft().cancel()
 
     async def _connect(self) -> _Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole."""
         started = self._now()
-        conn = aiomysql.Connection(**self._connect_kwargs)
+        conn = Connection(**self._connect_kwargs)
         try:
             await asyncio.wait_for(conn._connect(), self._options.connect_timeout)
         except BaseException as exc:
@@ -601,11 +617,16 @@ class Pool:
             )
         if self._options.fail_fast and self._outage and self._opening and self._last_exc is not None:
             raise _copy_error(self._last_exc)
-        fut: asyncio.Future[_Entry] = self._loop.create_future()
+        fut = _Waiter(loop=self._loop)
+        fut.deadline = deadline
+        fut.started = started
         self._waiters.append(fut)
         if self._free or self.size < self.maxsize:  # else only a release can serve it
             self._grow()
-        timer = self._loop.call_later(deadline - self._now(), self._expire_waiter, fut, deadline - started)
+        if deadline < self._timer_at:
+            # Earlier than the armed timer (or none is armed). With one acquire_timeout for all,
+            # deadlines grow in queue order and this happens once per busy spell, not per waiter.
+            self._arm_timer(deadline)
         try:
             return await fut
         except BaseException:
@@ -620,12 +641,36 @@ class Pool:
                 else:
                     self._grow()
             raise
-        finally:
-            timer.cancel()
 
-    def _expire_waiter(self, fut: asyncio.Future[_Entry], waited: float) -> None:
-        if fut.done():
-            return
+    def _arm_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(max(0.0, when - self._now()), self._expire_waiters)
+
+    def _disarm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, float("inf")
+
+    def _expire_waiters(self) -> None:
+        """The deadline timer: fail every overdue waiter, then re-arm for the next deadline.
+        Overdue waiters stay queued until their own task removes them, as cancelled ones do."""
+        self._timer, self._timer_at = None, float("inf")
+        now = self._now()
+        earliest = float("inf")
+        for fut in self._waiters:
+            if fut.done():
+                continue
+            if fut.deadline <= now:
+                self._time_out(fut)
+            elif fut.deadline < earliest:
+                earliest = fut.deadline
+        if earliest != float("inf"):
+            self._arm_timer(earliest)
+
+    def _time_out(self, fut: _Waiter) -> None:
+        waited = fut.deadline - fut.started
         self.timeouts_total += 1
         error = f"; last connect error: {self.last_error}" if self._outage and self.last_error else ""
         fut.set_exception(

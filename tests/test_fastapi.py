@@ -548,6 +548,23 @@ async def test_unknown_pool_name_is_a_clear_error(mysql_dsn: str) -> None:
             await mp.pool_dependencies("missing").get_pool(connection)
 
 
+async def test_dependencies_called_outside_fastapi_fail_clearly_and_hold_nothing(mysql_dsn: str) -> None:
+    # Outside a FastAPI request there is no function-scoped exit stack to release on: the
+    # dependency must refuse before it acquires, or the connection would never come back.
+    async with mp.mysql_lifespan(mysql_dsn) as state:
+        connection = HTTPConnection({"type": "http", "state": state})
+        pool = mp.pools_of(connection)["default"]
+        with pytest.raises(RuntimeError, match=r"FastAPI >= 0\.121\.1"):
+            await mp.get_conn(connection, pool)
+        assert pool.stats()["in_use"] == 0
+        async with pool.acquire() as conn:
+            for dependency in (mp.get_cursor, mp.get_dict_cursor, mp.get_transaction):
+                with pytest.raises(RuntimeError, match=r"function-scoped dependencies"):
+                    await dependency(connection, conn)
+            assert conn.get_transaction_status() is False  # no BEGIN was sent
+        assert pool.stats()["in_use"] == 0
+
+
 # --------------------------------------------------------------------------- Starlette
 
 

@@ -149,6 +149,38 @@ async def test_queue_timeout_names_the_pool_and_loses_nothing(make_pool: PoolFac
     assert (pool.size, pool.freesize) == (1, 1)
 
 
+async def test_each_waiter_times_out_at_its_own_deadline(make_pool: PoolFactory) -> None:
+    # One timer serves every deadline: a short one queued behind long ones must still fire
+    # first, and expiring it must leave the others waiting until they are served.
+    pool = await make_pool(minsize=1, maxsize=1, acquire_timeout=30)
+    holder = await pool.acquire()
+    failed: list[str] = []
+
+    async def waiter(label: str, timeout: float | None) -> None:
+        try:
+            async with pool.acquire(timeout=timeout):
+                pass
+        except mp.PoolTimeout:
+            failed.append(label)
+            raise
+
+    long_wait = asyncio.create_task(waiter("default", None))
+    await asyncio.sleep(0.01)
+    medium = asyncio.create_task(waiter("0.4 s", 0.4))
+    short = asyncio.create_task(waiter("0.15 s", 0.15))
+    with pytest.raises(mp.PoolTimeout, match=r"within 0\.15 s"):
+        await short
+    assert failed == ["0.15 s"] and not medium.done()
+    with pytest.raises(mp.PoolTimeout, match=r"within 0\.4 s"):
+        await medium
+    assert failed == ["0.15 s", "0.4 s"] and not long_wait.done()
+    assert pool.stats()["waiting"] == 1
+    await pool.release(holder)
+    await long_wait  # served by the release, not timed out
+    assert failed == ["0.15 s", "0.4 s"] and pool.stats()["timeouts_total"] == 2
+    assert_settled(pool)
+
+
 async def test_max_waiting_rejects_at_once(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1, max_waiting=2, acquire_timeout=5)
     holder = await pool.acquire()
