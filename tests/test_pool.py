@@ -12,6 +12,7 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._driver import Connection
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._proxy import FaultProxy
 from tests.conftest import PoolFactory, proxied_dsn, query
@@ -890,3 +891,28 @@ async def test_unread_result_sets_of_a_procedure_are_not_handed_on(
         assert await fetch(conn, "SELECT @@in_transaction") == [(0,)]
         assert await fetch(conn, "SELECT COUNT(*) FROM proc_rows") == [(0,)]  # its insert was rolled back
     assert pool.stats()["closed_total"]["broken"] == 0
+
+
+async def test_packets_split_across_reads_and_over_16_mib_arrive_whole(make_pool: PoolFactory, admin: Any) -> None:
+    # Pooled connections take a packet synchronously when it is already buffered. A row that
+    # arrives over many reads, or spans several protocol packets (16 MiB each), must take the
+    # waiting path and come out byte-for-byte, and the connection must stay in sequence.
+    (previous,) = query(admin, "SELECT @@GLOBAL.max_allowed_packet")[0]
+    query(admin, "SET GLOBAL max_allowed_packet = %s", 64 * 1024 * 1024)
+    try:
+        pool = await make_pool(minsize=1, maxsize=1)
+        async with pool.acquire() as conn:
+            assert isinstance(conn, Connection) and conn._buffered_reads  # the fast path is on
+            for size in (3 * 1024 * 1024, 16 * 1024 * 1024 - 1, 17 * 1024 * 1024):
+                rows = await fetch(conn, "SELECT REPEAT('ab', %s), 7", size // 2)
+                assert len(rows[0][0]) == size // 2 * 2 and set(rows[0][0]) == {"a", "b"}
+                assert rows[0][1] == 7
+                assert await fetch(conn, "SELECT 1") == [(1,)]
+        with pytest.raises(pymysql.err.ProgrammingError):  # an error packet on the fast path
+            async with pool.acquire() as conn:
+                await fetch(conn, "SELECT * FROM no_such_table_here")
+        async with pool.acquire() as conn:
+            assert await fetch(conn, "SELECT 2") == [(2,)]
+        assert pool.stats()["closed_total"]["broken"] == 0
+    finally:
+        query(admin, "SET GLOBAL max_allowed_packet = %s", previous)

@@ -94,3 +94,17 @@ def test_timeout_is_a_pool_error_and_a_builtin_timeout() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert mp.__version__ == importlib.metadata.version("fastapi-mysqlpool")
+
+
+def test_importing_the_package_leaves_aiomysql_untouched() -> None:
+    # The pool's status tracking lives in its own connection subclass; other aiomysql code in
+    # the same process keeps aiomysql's behaviour.
+    import aiomysql
+    import aiomysql.connection
+
+    from fastapi_mysqlpool._driver import Connection
+
+    assert issubclass(Connection, aiomysql.Connection) and Connection is not aiomysql.Connection
+    for name in ("_execute_command", "_read_packet", "_read_query_result", "_connect"):
+        assert getattr(aiomysql.Connection, name).__module__ == "aiomysql.connection", name
+    assert aiomysql.connection.MySQLResult._check_packet_is_eof.__module__ == "aiomysql.connection"
