@@ -82,3 +82,15 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
     assert "old figures" not in text
     assert "| fastapi_mysqlpool: Depends(get_conn) |" in text
     assert mysql_dsn.split("@")[0].split(":")[-1] not in text  # the password stays out of the report
+
+
+def test_every_instruction_count_workload_runs(mysql_dsn: str) -> None:
+    # Under callgrind these take minutes; run plainly, each workload must still complete.
+    from bench.instructions import VARIANTS as COUNTED
+
+    for variant, _ in COUNTED:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.instructions", "--child", variant, "--dsn", mysql_dsn, "--operations", "5"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0 and not done.stderr, (variant, done.stderr)
