@@ -1,15 +1,18 @@
 """``python -m bench.instructions``: client CPU instructions per operation, counted by callgrind.
 
 Wall-clock and CPU-time figures on a shared machine move by several percent from run to run,
-which is the size of the effects worth knowing about on the query path. Instruction counts do
-not move: ``valgrind --tool=callgrind`` counts what this process executes (not the kernel, not
-the server), the same for the same code and inputs whatever else the machine is doing.
+which is the size of the effects worth knowing about on the query path. Instruction counts
+move much less: ``valgrind --tool=callgrind`` counts what this process executes (not the
+kernel, not the server), whatever else the machine is doing. They still vary by a few percent
+between runs, because the I/O timing decides how often the event loop goes round.
 
 Each variant runs in a child process under callgrind twice, with a short and a long loop; the
 difference divided by the extra operations is the cost of one operation, free of start-up.
 The figures count user-space instructions only: the system calls a query makes (a send, a
 receive, an epoll wait) cost kernel time that callgrind does not see and that every variant
-pays alike.
+pays alike. Nor do they show how fast the instructions run: code that runs right after a
+system call finds cold caches, so the pool's instructions cost more time between queries than
+in a tight acquire/release loop.
 """
 
 from __future__ import annotations
@@ -82,8 +85,9 @@ def _counted(variant: str, dsn: str, operations: int) -> int:
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, "-m", "bench.instructions", "--child", variant, "--dsn", dsn, "--operations", str(operations),
     ]  # fmt: skip
-    # valgrind follows the system allocator far better than Python's own arenas.
-    env = {**os.environ, "PYTHONMALLOC": "malloc"}
+    # valgrind follows the system allocator far better than Python's own arenas; a fixed
+    # hash seed keeps dict and set layouts, and so the instruction count, the same run to run.
+    env = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
     if done.returncode != 0 or found is None:
