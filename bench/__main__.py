@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = load_average()
     pool: PoolResults | None = None
     deps: DepsResults | None = None
-    http: HttpResults | None = None
+    http: dict[str, HttpResults] | None = None
     with _server(args.dsn) as dsn:
         server = _server_version(dsn)
         if args.only in (None, "pool"):
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = {
             "pool": pool.to_json() if pool else None,
             "deps": deps.to_json() if deps else None,
-            "http": http.to_json() if http else None,
+            "http": {key: results.to_json() for key, results in http.items()} if http else None,
             "targets": [{"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met} for t in found],
         }
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")

@@ -3,10 +3,17 @@
 All the apps run at once, each on its own port, so the rounds can interleave them:
 every round loads each app once, in an order that rotates from round to round, and the
 report takes the median over the rounds. Idle apps cost nothing but an open pool.
+
+Every app runs under two uvicorn configurations (`SERVERS`): the one FastAPI recommends for
+production (``fastapi[standard]`` installs ``uvicorn[standard]``: the uvloop event loop and the
+httptools parser), and plain asyncio with the pure-Python h11 parser, what a bare
+``pip install uvicorn`` gives. The HTTP stack is a large, shared part of every request, so
+the ratios between the apps differ between the two.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -24,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["APPS", "CONNECTIONS", "HttpResults", "WrkResult", "parse_wrk", "run_http_bench"]
+__all__ = ["APPS", "CONNECTIONS", "SERVERS", "HttpResults", "WrkResult", "parse_wrk", "run_http_bench"]
 
 #: (module in bench.apps, row label), the ceiling first.
 APPS = (
@@ -33,6 +40,12 @@ APPS = (
     ("mysqlpool", "fastapi_mysqlpool: Depends(get_conn)"),
     ("sqlalchemy", "SQLAlchemy AsyncSession"),
 )
+#: (key, title, uvicorn options, modules it needs): the production configuration first.
+SERVERS = (
+    ("standard", "uvicorn[standard]: uvloop + httptools", ("--loop", "uvloop", "--http", "httptools"),
+     ("uvloop", "httptools")),
+    ("plain", "plain asyncio + h11", ("--loop", "asyncio", "--http", "h11"), ("h11",)),
+)  # fmt: skip
 CONNECTIONS = 64
 THREADS = 2
 _ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +65,9 @@ class WrkResult:
 
 @dataclass
 class HttpResults:
+    """The runs of every app under one uvicorn configuration (`SERVERS`)."""
+
+    server: str
     rounds: int
     seconds: float
     runs: dict[str, list[WrkResult]] = field(default_factory=dict)
@@ -67,6 +83,7 @@ class HttpResults:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "server": self.server,
             "rounds": self.rounds,
             "seconds": self.seconds,
             "median": {
@@ -127,12 +144,12 @@ def _free_port() -> int:
 class _App:
     """``bench.apps.<module>:app`` in one uvicorn worker of its own."""
 
-    def __init__(self, module: str, dsn: str) -> None:
+    def __init__(self, module: str, dsn: str, options: tuple[str, ...]) -> None:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/"
         cmd = [
             sys.executable, "-m", "uvicorn", f"bench.apps.{module}:app", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--no-access-log", "--log-level", "warning",
+            "--workers", "1", "--no-access-log", "--log-level", "warning", *options,
         ]  # fmt: skip
         env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(_ROOT)}
         # A file, not a pipe: nobody reads stderr during the run, and a full pipe would stall the app.
@@ -167,33 +184,41 @@ class _App:
 
 def run_http_bench(
     dsn: str, *, rounds: int, seconds: float, warmup: float, log: Callable[[str], None] = print
-) -> HttpResults:
-    """Start every app, warm each up, then run ``rounds`` interleaved rounds of wrk."""
-    results = HttpResults(rounds=rounds, seconds=seconds)
+) -> dict[str, HttpResults]:
+    """Start every app under every available configuration, warm each up, then run ``rounds``
+    interleaved rounds of wrk. Results by configuration key; one whose modules are missing is left out."""
+    servers = []
+    for key, title, options, modules in SERVERS:
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        if missing:
+            log(f"  {title}: skipped, {', '.join(missing)} not installed (pip install 'uvicorn[standard]')")
+        else:
+            servers.append((key, title, options))
+    results = {key: HttpResults(server=title, rounds=rounds, seconds=seconds) for key, title, _ in servers}
     with ExitStack() as stack:
         # Started together, so their imports overlap; then each must answer before any load.
-        started: dict[str, _App] = {}
-        for module, label in APPS:
-            started[label] = app = _App(module, dsn)
-            stack.callback(app.stop)
-        urls: dict[str, str] = {}
-        for label, app in started.items():
+        started: dict[tuple[str, str], _App] = {}
+        for key, _, options in servers:
+            for module, label in APPS:
+                started[key, label] = app = _App(module, dsn, options)
+                stack.callback(app.stop)
+        urls: dict[tuple[str, str], str] = {}
+        for (key, label), app in started.items():
             try:
                 app.wait_ready()
             except RuntimeError as exc:
-                results.failures[label] = str(exc)
-                log(f"  {label}: could not start: {str(exc).splitlines()[-1]}")
+                results[key].failures[label] = str(exc)
+                log(f"  {label} ({key}): could not start: {str(exc).splitlines()[-1]}")
             else:
-                urls[label] = app.url
-        labels = list(urls)
+                urls[key, label] = app.url
+                results[key].runs[label] = []
+        order = list(urls)
         if warmup > 0:
-            for label in labels:
-                _wrk(urls[label], warmup)
-        for label in labels:
-            results.runs[label] = []
+            for run in order:
+                _wrk(urls[run], warmup)
         for r in range(rounds):
-            shift = r % len(labels) if labels else 0
-            for label in labels[shift:] + labels[:shift]:
-                results.runs[label].append(_wrk(urls[label], seconds))
+            shift = r % len(order) if order else 0
+            for key, label in order[shift:] + order[:shift]:
+                results[key].runs[label].append(_wrk(urls[key, label], seconds))
             log(f"  http round {r + 1}/{rounds} done")
     return results

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +30,10 @@ OURS = "fastapi_mysqlpool"
 AIOMYSQL = "aiomysql pool"
 RAW_ASYNCMY = "raw asyncmy connection"
 HTTP_NODB, HTTP_HANDWRITTEN, HTTP_OURS, HTTP_SQLALCHEMY = (label for _, label in APPS)
-_PACKAGES = ("fastapi-mysqlpool", "aiomysql", "PyMySQL", "asyncmy", "SQLAlchemy", "fastapi", "starlette", "uvicorn")
+_PACKAGES = (
+    "fastapi-mysqlpool", "aiomysql", "PyMySQL", "asyncmy", "SQLAlchemy", "fastapi", "starlette", "uvicorn",
+    "uvloop", "httptools", "h11",
+)  # fmt: skip
 
 
 @dataclass
@@ -101,8 +105,9 @@ class Target:
         return self.measured is not None and self.measured >= self.wanted
 
 
-def targets(pool: PoolResults | None, http: HttpResults | None) -> list[Target]:
-    """The issue's targets, as same-run ratios (higher is better for each)."""
+def targets(pool: PoolResults | None, http: Mapping[str, HttpResults] | None) -> list[Target]:
+    """The issue's targets, as same-run ratios (higher is better for each); the HTTP ones under
+    every uvicorn configuration that ran."""
     found: list[Target] = []
     if pool is not None:
         found += [
@@ -110,16 +115,21 @@ def targets(pool: PoolResults | None, http: HttpResults | None) -> list[Target]:
             Target("sequential SELECT 1: ours / raw connection", 0.95, pool.ratio(OURS, "select1", RAW)),
             Target("64 tasks on 10 connections: ours / aiomysql pool", 1.1, pool.ratio(OURS, "concurrent", AIOMYSQL)),
         ]
-    if http is not None:
-        p99_ours, p99_theirs = http.median(HTTP_OURS, "p99"), http.median(HTTP_HANDWRITTEN, "p99")
+    for results in (http or {}).values():
+        server = f" ({results.server})"
+        p99_ours, p99_theirs = results.median(HTTP_OURS, "p99"), results.median(HTTP_HANDWRITTEN, "p99")
         found += [
-            Target("HTTP rps: Depends(get_conn) / hand-written", 1.0, http.ratio(HTTP_OURS, HTTP_HANDWRITTEN)),
             Target(
-                "HTTP p99: hand-written / Depends(get_conn) (>= 1: no worse)",
+                "HTTP rps: Depends(get_conn) / hand-written" + server,
+                1.0,
+                results.ratio(HTTP_OURS, HTTP_HANDWRITTEN),
+            ),
+            Target(
+                "HTTP p99: hand-written / Depends(get_conn) (>= 1: no worse)" + server,
                 1.0,
                 p99_theirs / p99_ours if p99_ours and p99_theirs else None,
             ),
-            Target("HTTP rps: Depends(get_conn) / SQLAlchemy", 3.0, http.ratio(HTTP_OURS, HTTP_SQLALCHEMY)),
+            Target("HTTP rps: Depends(get_conn) / SQLAlchemy" + server, 3.0, results.ratio(HTTP_OURS, HTTP_SQLALCHEMY)),
         ]
     return found
 
@@ -185,8 +195,8 @@ def _pool_table(pool: PoolResults) -> list[str]:
 
 def _http_table(http: HttpResults) -> list[str]:
     lines = [
-        f"### HTTP benchmark (`wrk -c{CONNECTIONS} -t{THREADS} -d{max(1, round(http.seconds))}s --latency`, "
-        f"{http.rounds} interleaved rounds; medians)",
+        f"### HTTP benchmark, {http.server} (`wrk -c{CONNECTIONS} -t{THREADS} -d{max(1, round(http.seconds))}s "
+        f"--latency`, {http.rounds} interleaved rounds; medians)",
         "",
         "| app | requests/s | p50 ms | p99 ms | vs hand-written | vs ceiling | socket errors | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -221,7 +231,11 @@ def _deps_table(deps: DepsResults) -> list[str]:
 
 
 def render(
-    machine: Machine, pool: PoolResults | None, deps: DepsResults | None, http: HttpResults | None, command: str
+    machine: Machine,
+    pool: PoolResults | None,
+    deps: DepsResults | None,
+    http: Mapping[str, HttpResults] | None,
+    command: str,
 ) -> str:
     """The generated region, markers excluded."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -246,8 +260,8 @@ def render(
         lines += [*_pool_table(pool), ""]
     if deps is not None:
         lines += [*_deps_table(deps), ""]
-    if http is not None:
-        lines += [*_http_table(http), ""]
+    for results in (http or {}).values():
+        lines += [*_http_table(results), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
