@@ -642,11 +642,11 @@ class Pool:
                     self._grow()
             raise
 
-    def _arm_timer(self, when: float) -> None:
+    def _arm_timer(self, when: float, *, at_least: float = 0.0) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._loop.call_later(max(0.0, when - self._now()), self._expire_waiters)
+        self._timer = self._loop.call_later(max(at_least, when - self._now()), self._expire_waiters)
 
     def _disarm_timer(self) -> None:
         if self._timer is not None:
@@ -658,18 +658,31 @@ class Pool:
         Overdue waiters stay queued until their own task removes them, as cancelled ones do."""
         self._timer, self._timer_at = None, float("inf")
         now = self._now()
+        overdue: list[_Waiter] = []
         earliest = float("inf")
         for fut in self._waiters:
             if fut.done():
                 continue
             if fut.deadline <= now:
-                self._time_out(fut)
+                overdue.append(fut)
             elif fut.deadline < earliest:
                 earliest = fut.deadline
         if earliest != float("inf"):
-            self._arm_timer(earliest)
+            # At least a millisecond: a loop with a coarse clock (uvloop counts whole
+            # milliseconds) fires a little early, and a zero delay would spin until the deadline.
+            self._arm_timer(earliest, at_least=0.001)
+        # Every waiter is failed before anything is logged: a logging handler that raises
+        # must not leave the others waiting past their deadline.
+        waited = [self._time_out(fut) for fut in overdue]
+        for seconds in waited:
+            logger.warning(
+                "pool %s exhausted: acquire timed out after %g s", self._name, seconds,
+                extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use),
+                       "waiting": len(self._waiters)},
+            )  # fmt: skip
 
-    def _time_out(self, fut: _Waiter) -> None:
+    def _time_out(self, fut: _Waiter) -> float:
+        """Fail ``fut`` with `PoolTimeout`; how long it waited."""
         waited = fut.deadline - fut.started
         self.timeouts_total += 1
         error = f"; last connect error: {self.last_error}" if self._outage and self.last_error else ""
@@ -680,10 +693,7 @@ class Pool:
                 f"{len(self._waiters) - 1} other tasks waiting){error}"
             )
         )
-        logger.warning(
-            "pool %s exhausted: acquire timed out after %g s", self._name, waited,
-            extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use), "waiting": len(self._waiters)},
-        )  # fmt: skip
+        return waited
 
     # ------------------------------------------------------------ release
 

@@ -182,6 +182,41 @@ async def test_each_waiter_times_out_at_its_own_deadline(make_pool: PoolFactory)
     assert_settled(pool)
 
 
+async def test_a_failing_log_handler_does_not_keep_waiters_past_their_deadline(make_pool: PoolFactory) -> None:
+    # Deadlines share one timer; the timeout log line runs the application's logging code.
+    # If that raises, every overdue waiter must still fail, and later deadlines still fire.
+    pool = await make_pool(minsize=1, maxsize=1, acquire_timeout=30)
+    holder = await pool.acquire()
+    loop_errors: list[BaseException | None] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context.get("exception")))
+
+    class FailOnce(logging.Filter):
+        failed = False
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not self.failed and getattr(record, "event", None) == "timeout":
+                self.failed = True
+                raise RuntimeError("log handler failed")
+            return True
+
+    log_filter = FailOnce()
+    logging.getLogger("fastapi_mysqlpool").addFilter(log_filter)
+    try:
+        together = [asyncio.create_task(pool.acquire(timeout=0.2)) for _ in range(3)]
+        later = asyncio.create_task(pool.acquire(timeout=0.5))
+        done, pending = await asyncio.wait([*together, later], timeout=5)
+    finally:
+        logging.getLogger("fastapi_mysqlpool").removeFilter(log_filter)
+        loop.set_exception_handler(None)
+    assert not pending
+    assert all(isinstance(task.exception(), mp.PoolTimeout) for task in done)
+    assert [str(error) for error in loop_errors] == ["log handler failed"]
+    assert pool.stats()["timeouts_total"] == 4
+    await pool.release(holder)
+    assert_settled(pool)
+
+
 async def test_max_waiting_rejects_at_once(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1, max_waiting=2, acquire_timeout=5)
     holder = await pool.acquire()
