@@ -643,8 +643,7 @@ class Pool:
             raise
 
     def _arm_timer(self, when: float, *, at_least: float = 0.0) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._disarm_timer()
         self._timer_at = when
         self._timer = self._loop.call_later(max(at_least, when - self._now()), self._expire_waiters)
 
