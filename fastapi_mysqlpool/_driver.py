@@ -1,7 +1,7 @@
 """Everything the pool needs to know about aiomysql connections, in one place.
 
-The pool opens `Connection`, a subclass of ``aiomysql.Connection`` that changes three
-things and nothing else; aiomysql itself is left untouched for other code in the process:
+The pool opens `Connection`, a subclass of ``aiomysql.Connection`` that changes what follows
+and nothing else; aiomysql itself is left untouched for other code in the process:
 
 - aiomysql keeps the server's status flags only from OK packets and drops those of the
   EOF packet that ends a result set. After ``SELECT ... FROM t`` with autocommit off the
@@ -13,19 +13,30 @@ things and nothing else; aiomysql itself is left untouched for other code in the
 - An error packet carries no status flags, yet the failed statement may have opened a
   transaction (a duplicate key keeps its lock). Until an OK or EOF packet says otherwise, a
   command counts as having opened one, so the release rolls it back.
-- A packet already in the read buffer is taken synchronously. aiomysql awaits twice per
-  packet (header, then payload) even when the whole response arrived in one segment, as
-  it does for almost every reply; a ``SELECT`` answers with five packets or more.
+- Reading is faster; what it reads, and the errors it raises, are aiomysql's. aiomysql
+  awaits twice per packet (header, then payload) and builds a packet object for every
+  column definition and every row, even when the whole reply arrived in one segment, as
+  almost every reply does. Here a packet already in the read buffer is taken
+  synchronously, and one that is not yet complete costs one wait. The rows of a result
+  set already in the buffer are parsed straight from it. The column definitions are parsed
+  once per distinct set (a bounded cache per connection, keyed by their exact bytes, so a
+  changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
+  Anything unusual (a packet continued past 16 MiB, an error, a malformed value) is left
+  to aiomysql's own code, which raises what it always raised.
 """
 
 from __future__ import annotations
 
+import asyncio
+from struct import unpack_from
 from typing import Any
 
 import aiomysql
 import pymysql
-from aiomysql.connection import MySQLResult
-from pymysql.protocol import EOFPacketWrapper, MysqlPacket
+from aiomysql.connection import TEXT_TYPES, MySQLResult
+from pymysql.constants import CR, FIELD_TYPE
+from pymysql.converters import through
+from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 __all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "Connection", "is_clean", "is_disconnect", "session_dirty"]
 
@@ -42,7 +53,32 @@ _CONTINUED = 0xFFFFFF
 EOF_STATUS_TRACKED = callable(getattr(MySQLResult, "_check_packet_is_eof", None))
 
 
+MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
+_FIELD_CACHE_SIZE = 256
+
+
 class _Result(MySQLResult):  # type: ignore[misc]
+    connection: Any  # the `Connection` reading the result, None once it is read
+    fields: list[FieldDescriptorPacket]
+    converters: list[tuple[str | None, Any]]
+
+    async def _get_descriptions(self) -> None:
+        if not self.connection._take_descriptions(self):
+            await super()._get_descriptions()
+
+    async def _read_rowdata_packet(self) -> None:
+        conn: Connection = self.connection
+        rows: list[tuple[Any, ...]] = []
+        while not conn._take_rows(self, rows):
+            # The rest is not in the buffer yet, or the next packet is irregular: one the slow way.
+            packet = await conn._read_packet()
+            if self._check_packet_is_eof(packet):
+                break
+            rows.append(self._read_row_from_packet(packet))
+        self.connection = None
+        self.affected_rows = len(rows)
+        self.rows = tuple(rows)
+
     def _check_packet_is_eof(self, packet: MysqlPacket) -> bool:
         if not packet.is_eof_packet():
             return False
@@ -60,6 +96,11 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _next_seq_id: int
     # Set once connected, when the stream reader has the buffer this relies on.
     _buffered_reads = False
+    _field_cache: dict[tuple[str, bytes], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._field_cache = {}
 
     async def _connect(self) -> None:
         self._buffered_reads = False
@@ -69,17 +110,22 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             isinstance(getattr(reader, "_buffer", None), bytearray)
             and hasattr(reader, "_exception")
             and hasattr(reader, "_maybe_resume_transport")
+            and hasattr(reader, "_wait_for_data")
+            and hasattr(reader, "_eof")
         )
 
     async def _read_packet(self, packet_type: type[MysqlPacket] = MysqlPacket) -> MysqlPacket:
         reader = self._reader
-        if self._buffered_reads and reader is not None and reader._exception is None:
+        while self._buffered_reads and reader is not None and reader._exception is None:
             buffer: bytearray = reader._buffer
-            if len(buffer) >= 4:
+            size = len(buffer)
+            if size >= 4:
                 length = buffer[0] | buffer[1] << 8 | buffer[2] << 16
-                end = length + 4
                 sequence = self._next_seq_id
-                if length != _CONTINUED and len(buffer) >= end and buffer[3] == sequence:
+                if length == _CONTINUED or buffer[3] != sequence:
+                    break
+                end = length + 4
+                if size >= end:
                     payload = bytes(buffer[4:end])
                     del buffer[:end]
                     reader._maybe_resume_transport()
@@ -91,9 +137,121 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                             result.unbuffered_active = False
                         packet.raise_for_error()
                     return packet
-        # Not all here yet, continued, or out of sequence: aiomysql waits, reassembles or raises.
+            if reader._eof:
+                break
+            # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
+            try:
+                await reader._wait_for_data("readexactly")
+            except asyncio.CancelledError:
+                self._close_on_cancel()
+                raise
+            except Exception:
+                break  # the stream failed: aiomysql's path reports it
+            if self._reader is not reader:
+                break  # closed meanwhile
+        if self._reader is None:
+            raise pymysql.err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
+        # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         waited: MysqlPacket = await super()._read_packet(packet_type)
         return waited
+
+    def _take_descriptions(self, result: _Result) -> bool:
+        """Read a result set's column definitions and the EOF after them when all are in the buffer,
+        parsing each distinct set of definitions only once per connection. False: not all here yet."""
+        reader = self._reader
+        if not self._buffered_reads or reader is None or reader._exception is not None:
+            return False
+        buf: bytearray = reader._buffer
+        size = len(buf)
+        seq = self._next_seq_id
+        pos = 0
+        spans = []
+        for _ in range(result.field_count + 1):
+            if size - pos < 4:
+                return False
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            end = pos + 4 + length
+            if length == 0 or length == _CONTINUED or end > size or buf[pos + 3] != seq or buf[pos + 4] == 0xFF:
+                return False
+            spans.append((pos + 4, end))
+            seq = (seq + 1) % 256
+            pos = end
+        eof_start, eof_end = spans.pop()
+        if buf[eof_start] != 0xFE or eof_end - eof_start >= 9:
+            return False  # aiomysql's path reports the protocol error
+        key = (self._encoding, bytes(buf[: spans[-1][1]] if spans else b""))
+        cache = self._field_cache
+        cached = cache.get(key)
+        if cached is None:
+            fields = tuple(FieldDescriptorPacket(bytes(buf[start:end]), self._encoding) for start, end in spans)
+            cached = (fields, tuple(field.description() for field in fields))
+            if len(cache) >= _FIELD_CACHE_SIZE:
+                cache.clear()
+            cache[key] = cached
+        del buf[:pos]
+        self._next_seq_id = seq
+        reader._maybe_resume_transport()
+        fields, result.description = cached
+        result.fields = list(fields)
+        use_unicode = self.use_unicode
+        decoders = self.decoders
+        converters = []
+        for field in fields:
+            field_type = field.type_code
+            if not use_unicode:
+                encoding = None
+            elif field_type == FIELD_TYPE.JSON:
+                encoding = self.encoding
+            elif field_type in TEXT_TYPES:
+                encoding = None if field.charsetnr == 63 else self.encoding
+            else:
+                encoding = "ascii"
+            converter = decoders.get(field_type)
+            converters.append((encoding, None if converter is through else converter))
+        result.converters = converters
+        return True
+
+    def _take_rows(self, result: _Result, rows: list[tuple[Any, ...]]) -> bool:
+        """Append the rows already in the buffer; True once the EOF that ends them is read."""
+        reader = self._reader
+        if not self._buffered_reads or reader is None or reader._exception is not None:
+            return False
+        buf: bytearray = reader._buffer
+        size = len(buf)
+        seq = self._next_seq_id
+        pos = 0
+        done = False
+        append = rows.append
+        try:
+            while size - pos >= 4:
+                length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                start = pos + 4
+                end = start + length
+                if length == 0 or length == _CONTINUED or end > size or buf[pos + 3] != seq:
+                    break
+                first = buf[start]
+                if first == 0xFE and length < 9:
+                    if length < 5:
+                        break
+                    warnings, status = unpack_from("<hh", buf, start + 1)  # signed, as pymysql reads them
+                    result.warning_count = warnings
+                    result.server_status = status
+                    result.has_next = status & MORE_RESULTS
+                    pos = end
+                    seq = (seq + 1) % 256
+                    done = True
+                    break
+                if first == 0xFF:
+                    break  # an error: aiomysql's path raises it
+                pos = end
+                seq = (seq + 1) % 256
+                append(_row(result, buf, start, end, self._encoding))
+        finally:
+            if pos:
+                del buf[:pos]
+                self._next_seq_id = seq
+                reader._maybe_resume_transport()
+        return done
 
     async def _execute_command(self, command: int, sql: Any) -> None:
         await super()._execute_command(command, sql)
@@ -115,6 +273,45 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         self._affected_rows = result.affected_rows
         if result.server_status is not None:
             self.server_status = result.server_status
+
+
+def _row(result: _Result, buf: bytearray, start: int, end: int, encoding: str) -> tuple[Any, ...]:
+    """One text-protocol row from ``buf[start:end]``, as aiomysql's ``_read_row_from_packet`` reads it."""
+    row: list[Any] = []
+    pos = start
+    for value_encoding, converter in result.converters:
+        if pos >= end:
+            break  # fewer values than columns: aiomysql stops there too
+        c = buf[pos]
+        if c < 251:
+            pos += 1
+            length = c
+        elif c == 251:
+            pos += 1
+            row.append(None)
+            continue
+        elif c == 252 and pos + 3 <= end:
+            length = buf[pos + 1] | buf[pos + 2] << 8
+            pos += 3
+        elif c == 253 and pos + 4 <= end:
+            length = buf[pos + 1] | buf[pos + 2] << 8 | buf[pos + 3] << 16
+            pos += 4
+        elif c == 254 and pos + 9 <= end:
+            length = int.from_bytes(buf[pos + 1 : pos + 9], "little")
+            pos += 9
+        else:
+            length = -1
+        stop = pos + length
+        if length < 0 or stop > end:
+            # Malformed: let aiomysql's parser decide what it means (and raise what it raises).
+            slow: tuple[Any, ...] = result._read_row_from_packet(MysqlPacket(bytes(buf[start:end]), encoding))
+            return slow
+        data: Any = buf[pos:stop].decode(value_encoding) if value_encoding is not None else bytes(buf[pos:stop])
+        if converter is not None:
+            data = converter(data)
+        row.append(data)
+        pos = stop
+    return tuple(row)
 
 
 def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import struct
 import threading
@@ -180,8 +181,11 @@ class _Connection:
                     if self._eofs_delivered == 2:
                         self.request_close("close")
                     return
-                writer.write(data)
-                await writer.drain()
+                if self._proxy._split is not None and writer is self._client_writer:
+                    await self._proxy._write_split(writer, data)
+                else:
+                    writer.write(data)
+                    await writer.drain()
         except OSError:
             if not self.dead:
                 self.request_close("abort")
@@ -236,6 +240,7 @@ class FaultProxy:
         self._latency = 0.0
         self._blackhole = False
         self._slow_new = 0.0
+        self._split: tuple[random.Random, int] | None = None
         self._stopping = False
         self._conns: set[_Connection] = set()
         self._total = 0
@@ -353,13 +358,26 @@ class FaultProxy:
 
         self._control(apply)
 
+    def split_replies(self, max_chunk: int, *, seed: int = 0) -> None:
+        """Cut what the server sends into pieces of 1 to ``max_chunk`` bytes, at random places, each written on
+        its own, with now and then a pause between two of them: replies reach the client over many reads, split
+        anywhere, even inside a packet header. Reproducible for a given ``seed``."""
+        if max_chunk < 1:
+            raise ValueError(f"max_chunk must be at least 1, got {max_chunk}")
+
+        def apply() -> None:
+            self._split = (random.Random(seed), max_chunk)
+
+        self._control(apply)
+
     def heal(self) -> None:
-        """Turn off latency, blackhole and slow connects. Connections already dead stay dead."""
+        """Turn off latency, blackhole, slow connects and split replies. Connections already dead stay dead."""
 
         def apply() -> None:
             self._apply_latency(0.0)
             self._blackhole = False
             self._slow_new = 0.0
+            self._split = None
 
         self._control(apply)
 
@@ -448,6 +466,18 @@ class FaultProxy:
         # Chunks already waiting re-check their deadline, so lowering the latency releases them early.
         for waiter in list(self._latency_waiters):
             _resolve(waiter)
+
+    async def _write_split(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        assert self._split is not None
+        rng, max_chunk = self._split
+        view = memoryview(data)
+        while view:
+            size = rng.randint(1, max_chunk)
+            writer.write(view[:size])
+            view = view[size:]
+            await writer.drain()
+            if rng.random() < 0.2:
+                await asyncio.sleep(0.0005)  # long enough for the client to read what it has so far
 
     async def _wait_latency(self, stamp: float) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,324 @@
+"""The pool's connection class reads every reply exactly as aiomysql does.
+
+`Connection` parses a result set straight from the stream's buffer, caches the parsed
+column definitions, and waits once per missing packet rather than twice. Each test runs the
+same statements through a stock ``aiomysql.Connection`` and through ours, directly and
+behind a proxy that cuts the server's replies at random places, and compares everything a
+caller can see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiomysql
+import pymysql
+import pytest
+
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._driver import Connection, is_clean
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._proxy import FaultProxy
+from tests.conftest import PoolFactory, proxied_dsn, query
+
+LONG_TEXT = "é" * 40_000  # 80,000 bytes: a three-byte length prefix
+SEQUENCE_ROWS = 5000
+
+# Every column type the text protocol has a different path for: each converter, NULL, binary and text
+# charsets, JSON, and values whose length prefix takes one, three or four bytes.
+_TABLE = """
+CREATE TABLE app.driver_types (
+    id INT PRIMARY KEY,
+    tiny TINYINT, big BIGINT UNSIGNED, num DECIMAL(20, 6), f FLOAT, d DOUBLE,
+    dt DATETIME(6), da DATE, ti TIME(3), ts TIMESTAMP NULL, ye YEAR,
+    vc VARCHAR(300) CHARACTER SET utf8mb4, tx MEDIUMTEXT CHARACTER SET utf8mb4, bl MEDIUMBLOB, bi VARBINARY(20),
+    bt BIT(12), js JSON, en ENUM('a', 'b'), nul INT NULL
+) ENGINE=InnoDB
+"""
+_ROWS = [
+    (1, -128, 18446744073709551615, "12345678901234.123456", 1.5, -2.25e-300, "2024-02-29 23:59:59.123456",
+     "1000-01-01", "-838:59:59.000", "2038-01-19 03:14:07", 2155, "ÿ 🐍 ünïcødé", LONG_TEXT, b"\xfe\xff\x00" * 100,
+     b"\xff\xfe", 0xABC, '{"a": [1, "ü", null]}', "b", None),
+    (2, 0, 0, "0", 0.0, 0.0, "1970-01-01 00:00:01", "2000-01-01", "00:00:00", None, 1901, "", "", b"", b"",
+     0, "[]", "a", 7),
+    (3, None, None, None, None, None, None, None, None, None, None, None, None, None, None, None, None, None, None),
+    (4, 1, 1, "-0.000001", 3.25, 1e300, "9999-12-31 23:59:59.999999", "9999-12-31", "838:59:59.999", None, 2000,
+     "x" * 300, "y" * 251, b"z" * 65_536, b"\x00" * 20, 1, '"text"', None, -1),
+]  # fmt: skip
+
+STATEMENTS = [
+    "SELECT 1",
+    "SELECT NULL, '', 0x00, 1.5, -7",
+    "SELECT * FROM driver_types ORDER BY id",
+    "SELECT id, vc AS `名前`, tx FROM driver_types WHERE id = 1",
+    "SELECT * FROM driver_types WHERE id < 0",  # no rows
+    f"SELECT seq, CONCAT('row ', seq) FROM seq_1_to_{SEQUENCE_ROWS}",
+    "SELECT 1 / 0",  # a warning
+    "SHOW VARIABLES LIKE 'max_allowed%'",
+    "CALL driver_two_results()",  # two result sets and the closing OK
+    "INSERT INTO driver_log (note) VALUES ('one'), ('two')",  # an OK packet with rows and an id
+    "UPDATE driver_log SET note = 'three' WHERE id < 0",
+    "SELECT * FROM no_such_table",  # an error packet
+]
+# Without the large values: for replies cut into pieces of a few bytes.
+SMALL_STATEMENTS = [
+    sql for sql in STATEMENTS if "driver_types ORDER BY" not in sql and "seq_1_to" not in sql and "tx" not in sql
+] + ["SELECT id, tiny, big, num, dt, vc, bi, js, nul FROM driver_types ORDER BY id", "SELECT seq FROM seq_1_to_300"]
+# aiomysql cannot read every type without decoding (DECIMAL, for one); what it can read.
+BYTES_STATEMENTS = [
+    "SELECT 1",
+    "SELECT NULL, '', 0x00, -7",
+    "SELECT id, vc, tx, bl, bi, js, dt FROM driver_types ORDER BY id",
+    f"SELECT seq, CONCAT('row ', seq) FROM seq_1_to_{SEQUENCE_ROWS}",
+    "CALL driver_two_results()",
+    "SELECT * FROM no_such_table",
+]
+
+
+@pytest.fixture(scope="module")
+def schema(mysql_server: MySQLServer | ExternalServer) -> Iterator[None]:
+    admin = pymysql.connect(**mysql_server.root_connect_kwargs(), autocommit=True)
+    try:
+        query(admin, "DROP TABLE IF EXISTS app.driver_types")
+        query(admin, _TABLE)
+        columns = ", ".join(["%s"] * len(_ROWS[0]))
+        for row in _ROWS:
+            query(admin, f"INSERT INTO app.driver_types VALUES ({columns})", *row)
+        query(admin, "CREATE OR REPLACE TABLE app.driver_log (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT)")
+        query(
+            admin,
+            "CREATE OR REPLACE PROCEDURE app.driver_two_results() "
+            "BEGIN SELECT 1 AS a; SELECT 'two' AS b, NULL AS c; END",
+        )
+        yield
+    finally:
+        query(admin, "DROP TABLE IF EXISTS app.driver_types, app.driver_log")
+        query(admin, "DROP PROCEDURE IF EXISTS app.driver_two_results")
+        admin.close()
+
+
+async def _connect(cls: type[aiomysql.Connection], dsn: str, **kwargs: Any) -> aiomysql.Connection:
+    conn = cls(**{**mp.parse_dsn(dsn).connect_kwargs, "autocommit": True, **kwargs})
+    await conn._connect()
+    return conn
+
+
+async def _seen(conn: aiomysql.Connection, sql: str, cursor: type[aiomysql.Cursor]) -> list[Any]:
+    """Everything a caller can observe of ``sql``: every result set, its description and counts, or the error."""
+    seen: list[Any] = []
+    try:
+        async with conn.cursor(cursor) as cur:
+            await cur.execute(sql)
+            while True:
+                result = conn._result
+                seen.append(
+                    (
+                        cur.description,
+                        await cur.fetchall(),
+                        cur.rowcount,
+                        bool(cur.lastrowid),  # the ids differ, as both insert
+                        result.warning_count,
+                        bool(result.has_next),
+                        result.message,
+                    )
+                )
+                if not await cur.nextset():
+                    break
+    except pymysql.err.MySQLError as exc:
+        # (After an error the pool's class assumes a transaction until told otherwise: not compared.)
+        seen.append((type(exc), exc.args))
+    else:
+        seen.append(conn.get_transaction_status())
+    return seen
+
+
+async def _compare(
+    ours: aiomysql.Connection,
+    stock: aiomysql.Connection,
+    cursor: type[aiomysql.Cursor],
+    statements: list[str] = STATEMENTS,
+) -> None:
+    for sql in statements:
+        expected = await _seen(stock, sql, cursor)
+        assert await _seen(ours, sql, cursor) == expected, sql
+        assert is_clean(ours), sql  # nothing left unread
+    assert ours._next_seq_id == stock._next_seq_id
+
+
+@pytest.fixture
+async def stock(mysql_dsn: str, schema: None) -> AsyncIterator[aiomysql.Connection]:
+    conn = await _connect(aiomysql.Connection, mysql_dsn)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("cursor", [aiomysql.Cursor, aiomysql.DictCursor])
+async def test_results_are_read_as_aiomysql_reads_them(
+    mysql_dsn: str, stock: aiomysql.Connection, cursor: type[aiomysql.Cursor]
+) -> None:
+    ours = await _connect(Connection, mysql_dsn)
+    try:
+        assert ours._buffered_reads  # the buffered path is the one under test
+        await _compare(ours, stock, cursor)
+        # Second time round the column definitions come from the cache: the same answers again.
+        assert ours._field_cache
+        await _compare(ours, stock, cursor)
+        (_, rows, *_), _ = await _seen(ours, "SELECT tx, bl FROM driver_types WHERE id IN (1, 4) ORDER BY id", cursor)
+        values = [tuple(row.values()) if isinstance(row, dict) else row for row in rows]
+        assert values == [(LONG_TEXT, b"\xfe\xff\x00" * 100), ("y" * 251, b"z" * 65_536)]
+    finally:
+        ours.close()
+
+
+@pytest.mark.parametrize(
+    ("max_chunk", "statements"), [(1, SMALL_STATEMENTS), (7, SMALL_STATEMENTS), (1500, STATEMENTS)]
+)
+async def test_replies_cut_anywhere_are_read_whole(
+    mysql_server: MySQLServer | ExternalServer,
+    stock: aiomysql.Connection,
+    proxy: FaultProxy,
+    max_chunk: int,
+    statements: list[str],
+) -> None:
+    # Cut at random places, a reply arrives over many reads, split inside packet headers, inside
+    # values and between the packets of a result set: the waiting path and the buffered path take turns.
+    ours = await _connect(Connection, proxied_dsn(mysql_server, proxy))
+    try:
+        proxy.split_replies(max_chunk, seed=max_chunk)
+        await _compare(ours, stock, aiomysql.Cursor, statements)
+    finally:
+        ours.close()
+
+
+@pytest.mark.parametrize("options", [{"use_unicode": False}, {"charset": "latin1"}, {"charset": "utf8mb4"}])
+async def test_connection_options_that_change_decoding(mysql_dsn: str, schema: None, options: dict[str, Any]) -> None:
+    stock = await _connect(aiomysql.Connection, mysql_dsn, **options)
+    ours = await _connect(Connection, mysql_dsn, **options)
+    try:
+        if "use_unicode" in options:
+            statements = BYTES_STATEMENTS
+        else:  # latin1 cannot send the column alias of one of them
+            statements = [
+                sql for sql in STATEMENTS if sql.encode(stock.encoding, "replace").decode(stock.encoding) == sql
+            ]
+        await _compare(ours, stock, aiomysql.Cursor, statements)
+    finally:
+        stock.close()
+        ours.close()
+
+
+async def test_converters_are_the_connections_own(mysql_dsn: str, schema: None) -> None:
+    conv = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.LONG: lambda s: f"<{s}>"}
+    ours = await _connect(Connection, mysql_dsn, conv=conv)
+    try:
+        async with ours.cursor() as cur:
+            await cur.execute("SELECT id, tiny FROM driver_types ORDER BY id LIMIT 2")
+            assert await cur.fetchall() == ((("<1>", -128), ("<2>", 0)))
+    finally:
+        ours.close()
+
+
+async def test_column_definitions_follow_the_schema(mysql_dsn: str, admin: Any) -> None:
+    query(admin, "CREATE OR REPLACE TABLE app.driver_alter (v INT)")
+    query(admin, "INSERT INTO app.driver_alter VALUES (5)")
+    ours = await _connect(Connection, mysql_dsn)
+    try:
+
+        async def select() -> tuple[Any, Any]:
+            async with ours.cursor() as cur:
+                await cur.execute("SELECT v FROM driver_alter")
+                return cur.description[0][1], await cur.fetchone()
+
+        assert await select() == (pymysql.constants.FIELD_TYPE.LONG, (5,))
+        query(admin, "ALTER TABLE app.driver_alter MODIFY v VARCHAR(10)")
+        assert await select() == (pymysql.constants.FIELD_TYPE.VAR_STRING, ("5",))
+        query(admin, "ALTER TABLE app.driver_alter MODIFY v DECIMAL(5, 2)")
+        assert await select() == (pymysql.constants.FIELD_TYPE.NEWDECIMAL, (decimal.Decimal("5.00"),))
+    finally:
+        ours.close()
+        query(admin, "DROP TABLE app.driver_alter")
+
+
+async def test_the_column_cache_is_bounded(mysql_dsn: str) -> None:
+    ours = await _connect(Connection, mysql_dsn)
+    try:
+        async with ours.cursor() as cur:
+            for i in range(300):
+                await cur.execute(f"SELECT {i} AS c{i}")
+                assert cur.description[0][0] == f"c{i}" and await cur.fetchone() == (i,)
+        assert 0 < len(ours._field_cache) <= 256
+    finally:
+        ours.close()
+
+
+async def test_a_converter_that_raises_leaves_the_connection_unfit_for_reuse(
+    make_pool: PoolFactory, mysql_dsn: str
+) -> None:
+    # aiomysql stops reading at a row that fails to convert, so the rest of the result is still
+    # on the wire. The connection says so, and the pool closes it rather than handing it on.
+    def picky(value: str) -> int:
+        if value == "3":
+            raise ValueError("three is not allowed")
+        return int(value)
+
+    conv = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.LONGLONG: picky}
+    pool = await make_pool(minsize=1, maxsize=1, conv=conv)
+    with pytest.raises(ValueError, match="three"):
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT seq FROM seq_1_to_100")
+    assert not is_clean(conn)
+    assert pool.stats()["closed_total"]["broken"] == 1
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT seq FROM seq_4_to_6")
+        assert await cur.fetchall() == ((4,), (5,), (6,))
+
+
+@pytest.mark.parametrize("cls", [aiomysql.Connection, Connection])
+async def test_cancelled_while_waiting_for_a_reply_closes_the_connection(mysql_dsn: str, cls: type[Any]) -> None:
+    # The same as aiomysql: the reply is still coming, so the connection cannot be used again.
+    conn = await _connect(cls, mysql_dsn)
+    async with conn.cursor() as cur:
+        task = asyncio.ensure_future(cur.execute("SELECT SLEEP(5)"))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert conn.closed
+
+
+@pytest.mark.parametrize("cls", [aiomysql.Connection, Connection])
+async def test_a_reply_cut_off_midway_is_a_lost_connection(
+    mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy, cls: type[Any]
+) -> None:
+    # The server's reply stops partway through a packet and the socket closes: both classes report
+    # the lost connection (2013), and close.
+    conn = await _connect(cls, proxied_dsn(mysql_server, proxy))
+    proxy.set_latency(0.3)  # the reply arrives after the cut
+    async with conn.cursor() as cur:
+        task = asyncio.ensure_future(cur.execute("SELECT REPEAT('x', 100000)"))
+        await asyncio.sleep(0.1)
+        proxy.reset_all()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            await task
+    assert caught.value.args[0] == 2013
+    assert conn.closed
+
+
+async def test_a_reply_cut_inside_a_result_set_is_a_lost_connection(
+    mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    # The buffered path has read part of the rows when the connection drops.
+    conn = await _connect(Connection, proxied_dsn(mysql_server, proxy))
+    proxy.split_replies(4096, seed=1)
+    async with conn.cursor() as cur:
+        task = asyncio.ensure_future(cur.execute("SELECT seq FROM seq_1_to_2000000"))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        proxy.reset_all()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            await task
+    assert caught.value.args[0] == 2013
+    assert conn.closed
