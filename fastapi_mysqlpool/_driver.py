@@ -19,8 +19,8 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   almost every reply does. Here a packet already in the read buffer is taken
   synchronously, and one that is not yet complete costs one wait. The rows of a result
   set already in the buffer are parsed straight from it. The column definitions are parsed
-  once per distinct set (a bounded cache per connection, keyed by their exact bytes, so a
-  changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
+  once per distinct set (a small LRU cache per connection, keyed by their exact payload
+  bytes, so a changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
   Anything unusual (a packet continued past 16 MiB, an error, a malformed value) is left
   to aiomysql's own code, which raises what it always raised.
 """
@@ -42,6 +42,7 @@ __all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "Connection", "is_clean
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 COM_RESET_CONNECTION = 0x1F
 # Server error codes that end the session (shutdown, killed, idle timeout) although the
 # server reports them as ordinary errors. Client-side codes (2000-2999) always do.
@@ -52,9 +53,11 @@ _CONTINUED = 0xFFFFFF
 #: Whether result sets record the status of their closing EOF packet (aiomysql's hook exists).
 EOF_STATUS_TRACKED = callable(getattr(MySQLResult, "_check_packet_is_eof", None))
 
-
-MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
-_FIELD_CACHE_SIZE = 256
+# The column-definition cache of a connection: at most this many sets, least recently used
+# out first, and only sets of at most this many bytes (a typical one is well under 1 KiB),
+# so one connection never holds more than about a megabyte for it.
+_FIELD_CACHE_SETS = 128
+_FIELD_CACHE_SET_BYTES = 4096
 
 
 class _Result(MySQLResult):  # type: ignore[misc]
@@ -96,7 +99,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _next_seq_id: int
     # Set once connected, when the stream reader has the buffer this relies on.
     _buffered_reads = False
-    _field_cache: dict[tuple[str, bytes], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
+    _field_cache: dict[tuple[Any, ...], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,9 +151,11 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             except Exception:
                 break  # the stream failed: aiomysql's path reports it
             if self._reader is not reader:
-                break  # closed meanwhile
-        if self._reader is None:
-            raise pymysql.err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
+                # Closed while we waited: what aiomysql's wait reports when its stream ends there.
+                lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
+                raise pymysql.err.OperationalError(
+                    CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
+                ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         waited: MysqlPacket = await super()._read_packet(packet_type)
         return waited
@@ -179,15 +184,22 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         eof_start, eof_end = spans.pop()
         if buf[eof_start] != 0xFE or eof_end - eof_start >= 9:
             return False  # aiomysql's path reports the protocol error
-        key = (self._encoding, bytes(buf[: spans[-1][1]] if spans else b""))
+        # The key is the definitions' payloads, without the packet headers, whose sequence numbers
+        # depend on where the result set sits in the reply.
+        key = (self._encoding, *(bytes(buf[start:end]) for start, end in spans))
         cache = self._field_cache
-        cached = cache.get(key)
+        cached = cache.pop(key, None)
+        keep = cached is not None or sum(map(len, key[1:])) <= _FIELD_CACHE_SET_BYTES
         if cached is None:
-            fields = tuple(FieldDescriptorPacket(bytes(buf[start:end]), self._encoding) for start, end in spans)
-            cached = (fields, tuple(field.description() for field in fields))
-            if len(cache) >= _FIELD_CACHE_SIZE:
-                cache.clear()
-            cache[key] = cached
+            try:
+                fields = tuple(FieldDescriptorPacket(data, self._encoding) for data in key[1:])
+                cached = (fields, tuple(field.description() for field in fields))
+            except Exception:
+                return False  # nothing taken: aiomysql's path reads them again and raises what it raises
+        if keep:
+            if len(cache) >= _FIELD_CACHE_SETS:
+                del cache[next(iter(cache))]  # the least recently used
+            cache[key] = cached  # (re)inserted last: the most recently used
         del buf[:pos]
         self._next_seq_id = seq
         reader._maybe_resume_transport()
@@ -276,10 +288,13 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
 
 
 def _row(result: _Result, buf: bytearray, start: int, end: int, encoding: str) -> tuple[Any, ...]:
-    """One text-protocol row from ``buf[start:end]``, as aiomysql's ``_read_row_from_packet`` reads it."""
-    row: list[Any] = []
+    """One text-protocol row from ``buf[start:end]``, as aiomysql's ``_read_row_from_packet`` reads it.
+
+    The values' bounds are found first and converted only once the row is known to be well formed, so that a
+    malformed one goes to aiomysql's parser before any converter has run."""
+    bounds: list[tuple[int, int] | None] = []
     pos = start
-    for value_encoding, converter in result.converters:
+    for _ in range(len(result.converters)):
         if pos >= end:
             break  # fewer values than columns: aiomysql stops there too
         c = buf[pos]
@@ -288,7 +303,7 @@ def _row(result: _Result, buf: bytearray, start: int, end: int, encoding: str) -
             length = c
         elif c == 251:
             pos += 1
-            row.append(None)
+            bounds.append(None)
             continue
         elif c == 252 and pos + 3 <= end:
             length = buf[pos + 1] | buf[pos + 2] << 8
@@ -303,14 +318,25 @@ def _row(result: _Result, buf: bytearray, start: int, end: int, encoding: str) -
             length = -1
         stop = pos + length
         if length < 0 or stop > end:
-            # Malformed: let aiomysql's parser decide what it means (and raise what it raises).
+            # Malformed: aiomysql's parser decides what it means (and raises what it raises).
             slow: tuple[Any, ...] = result._read_row_from_packet(MysqlPacket(bytes(buf[start:end]), encoding))
             return slow
-        data: Any = buf[pos:stop].decode(value_encoding) if value_encoding is not None else bytes(buf[pos:stop])
+        bounds.append((pos, stop))
+        pos = stop
+    row: list[Any] = []
+    for bound, (value_encoding, converter) in zip(bounds, result.converters, strict=False):  # a short row ends early
+        if bound is None:
+            row.append(None)
+            continue
+        value_start, value_stop = bound
+        data: Any = (
+            buf[value_start:value_stop].decode(value_encoding)
+            if value_encoding is not None
+            else bytes(buf[value_start:value_stop])
+        )
         if converter is not None:
             data = converter(data)
         row.append(data)
-        pos = stop
     return tuple(row)
 
 

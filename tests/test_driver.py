@@ -322,3 +322,95 @@ async def test_a_reply_cut_inside_a_result_set_is_a_lost_connection(
             await task
     assert caught.value.args[0] == 2013
     assert conn.closed
+
+
+async def _after_failure(conn: aiomysql.Connection) -> list[Any]:
+    """What a caller sees of a column name the connection cannot decode, and of the next statement."""
+    seen: list[Any] = []
+    async with conn.cursor() as cur:
+        await cur.execute("SET character_set_results = latin1")
+        for sql in ("SELECT 1 AS a, 2 AS `é`, 3 AS c", "SELECT 1"):
+            try:
+                await cur.execute(sql)
+                seen.append(await cur.fetchall())
+            except Exception as exc:  # whatever it is, both classes must raise the same
+                seen.append((type(exc), str(exc)))
+            seen.append((conn._next_seq_id, conn.closed))
+    return seen
+
+
+async def test_a_column_definition_that_fails_to_parse_fails_as_in_aiomysql(mysql_dsn: str) -> None:
+    # The definitions are left for aiomysql's own parser, which raises at the same packet, so that
+    # the same amount of the reply is read and the next statement fails the same way.
+    stock = await _connect(aiomysql.Connection, mysql_dsn)
+    ours = await _connect(Connection, mysql_dsn)
+    try:
+        expected = await _after_failure(stock)
+        assert expected[0][0] is UnicodeDecodeError  # the case under test happens at all
+        assert await _after_failure(ours) == expected
+    finally:
+        stock.close()
+        ours.close()
+
+
+async def _read_after_close(cls: type[Any], dsn: str) -> list[Any]:
+    seen: list[Any] = []
+    conn = await _connect(cls, dsn)
+    cur = await conn.cursor(aiomysql.SSCursor)
+    await cur.execute("SELECT seq FROM seq_1_to_10")
+    seen.append(await cur.fetchone())
+    conn.close()
+    try:
+        await cur.fetchone()
+    except Exception as exc:  # whatever it is, both classes must raise the same
+        seen.append(type(exc))
+    return seen
+
+
+async def test_reading_from_a_closed_connection_fails_as_in_aiomysql(mysql_dsn: str) -> None:
+    expected = await _read_after_close(aiomysql.Connection, mysql_dsn)
+    assert await _read_after_close(Connection, mysql_dsn) == expected == [(1,), AttributeError]
+
+
+def test_a_malformed_row_is_converted_once_by_aiomysqls_parser() -> None:
+    # A server cannot be made to send this: the second value claims 9 bytes and has 2. The
+    # buffered parser must hand the row to aiomysql's before converting anything, so a converter
+    # with side effects runs exactly as often as with aiomysql.
+    from fastapi_mysqlpool._driver import _Result, _row  # the parser itself: no server involved
+
+    calls: list[str] = []
+
+    def counting(value: str) -> str:
+        calls.append(value)
+        return value
+
+    result = _Result(None)
+    result.converters = [("ascii", counting), ("ascii", counting)]
+    payload = b"\x011\x0912"
+    with pytest.raises(AssertionError):  # what pymysql raises for a value cut short
+        _row(result, bytearray(b"junk" + payload + b"more"), 4, 4 + len(payload), "utf8")
+    assert calls == ["1"]  # once, by aiomysql's parser
+
+
+async def test_the_column_cache_keeps_small_recent_sets(mysql_dsn: str) -> None:
+    ours = await _connect(Connection, mysql_dsn)
+    try:
+        async with ours.cursor() as cur:
+
+            async def select(sql: str) -> None:
+                await cur.execute(sql)
+                await cur.fetchall()
+
+            await select("SELECT 1 AS hot")
+            for i in range(200):
+                await select(f"SELECT {i} AS c{i}")
+                await select("SELECT 1 AS hot")  # used again and again: never the one evicted
+            assert len(ours._field_cache) == 128
+            assert any(b"hot" in b"".join(key[1:]) for key in ours._field_cache)
+            wide = ", ".join(f"{i} AS a_rather_long_column_name_{i}" for i in range(100))  # over 4 KiB
+            ours._field_cache.clear()
+            await select(f"SELECT {wide}")
+            assert cur.description[99][0] == "a_rather_long_column_name_99"
+            assert not ours._field_cache  # parsed, not kept
+    finally:
+        ours.close()
