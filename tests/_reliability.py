@@ -297,8 +297,15 @@ class Bank:
         assert balances == expected
 
 
-async def kill_connections(admin: pymysql.connections.Connection, user: str, stop: asyncio.Event, seed: int) -> int:
-    """Until ``stop``, KILL one of ``user``'s connections every few milliseconds; return how many were killed."""
+async def kill_connections(
+    admin: pymysql.connections.Connection,
+    user: str,
+    stop: asyncio.Event,
+    seed: int,
+    on_kill: Callable[[], None] | None = None,
+) -> int:
+    """Until ``stop``, KILL one of ``user``'s connections every few milliseconds (calling ``on_kill`` after each);
+    return how many were killed."""
     rng = random.Random(seed)
     kills = 0
 
@@ -316,7 +323,10 @@ async def kill_connections(admin: pymysql.connections.Connection, user: str, sto
 
     while not stop.is_set():
         await asyncio.sleep(rng.uniform(0.005, 0.04))
-        kills += await asyncio.to_thread(kill_one)
+        if await asyncio.to_thread(kill_one):
+            kills += 1
+            if on_kill is not None:
+                on_kill()
     return kills
 
 

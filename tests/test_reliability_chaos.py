@@ -163,13 +163,23 @@ async def test_money_is_conserved_and_the_ledger_is_exact_while_connections_are_
     await bank.open(bank_pool)
     rng = random.Random(8)
     stop = asyncio.Event()
-    killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=8))
+    killed = 0
 
-    async def client(first: int, count: int) -> None:
-        for transfer in range(first, first + count):
+    def count_kill() -> None:
+        nonlocal killed
+        killed += 1
+
+    killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=8, on_kill=count_kill))
+
+    async def client(first: int) -> None:
+        # 60 transfers each, and more (up to 600) until enough connections have been killed under them:
+        # how many kills fit into a fixed workload depends on how fast the machine and the driver are.
+        for transfer in range(first, first + 600):
+            if transfer >= first + 60 and killed >= 30:
+                break
             await bank.transfer(bank_pool, transfer, rng)
 
-    await asyncio.gather(*(client(c * 1000, 60) for c in range(16)))
+    await asyncio.gather(*(client(c * 1000) for c in range(16)))
     stop.set()
     kills = await killing
 

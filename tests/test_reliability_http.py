@@ -159,10 +159,19 @@ async def test_http_2xx_always_means_committed_while_connections_are_killed(
                 await bank.open(setup)
             rng = random.Random(88)
             stop = asyncio.Event()
-            killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=88))
+            killed = 0
+
+            def count_kill() -> None:
+                nonlocal killed
+                killed += 1
+
+            killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=88, on_kill=count_kill))
 
             async def client_loop(first: int) -> None:
-                for transfer in range(first, first + 40):
+                # 40 transfers each, and more (up to 400) until enough connections have been killed under them.
+                for transfer in range(first, first + 400):
+                    if transfer >= first + 40 and killed >= 15:
+                        break
                     src, dst = rng.sample(range(ACCOUNTS), 2)
                     params = {"transfer": transfer, "src": src, "dst": dst, "amount": rng.randint(1, 50)}
                     response = await client.post("/transfer", params=params)
