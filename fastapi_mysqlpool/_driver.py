@@ -130,9 +130,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 end = length + 4
                 if size >= end:
                     payload = bytes(buffer[4:end])
-                    del buffer[:end]
-                    reader._maybe_resume_transport()
-                    self._next_seq_id = (sequence + 1) % 256
+                    self._consume(reader, end, (sequence + 1) % 256)
                     packet = packet_type(payload, self._encoding)
                     if packet.is_error_packet():
                         result = self._result
@@ -160,11 +158,24 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         waited: MysqlPacket = await super()._read_packet(packet_type)
         return waited
 
+    def _buffered_reader(self) -> Any:
+        """The stream reader, when its buffer may be read synchronously; else None."""
+        reader = self._reader
+        if self._buffered_reads and reader is not None and reader._exception is None:
+            return reader
+        return None
+
+    def _consume(self, reader: Any, end: int, seq: int) -> None:
+        """Drop the first ``end`` bytes of the buffer, read as packets; ``seq`` is the next sequence number."""
+        del reader._buffer[:end]
+        self._next_seq_id = seq
+        reader._maybe_resume_transport()
+
     def _take_descriptions(self, result: _Result) -> bool:
         """Read a result set's column definitions and the EOF after them when all are in the buffer,
         parsing each distinct set of definitions only once per connection. False: not all here yet."""
-        reader = self._reader
-        if not self._buffered_reads or reader is None or reader._exception is not None:
+        reader = self._buffered_reader()
+        if reader is None:
             return False
         buf: bytearray = reader._buffer
         size = len(buf)
@@ -200,9 +211,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             if len(cache) >= _FIELD_CACHE_SETS:
                 del cache[next(iter(cache))]  # the least recently used
             cache[key] = cached  # (re)inserted last: the most recently used
-        del buf[:pos]
-        self._next_seq_id = seq
-        reader._maybe_resume_transport()
+        self._consume(reader, pos, seq)
         fields, result.description = cached
         result.fields = list(fields)
         use_unicode = self.use_unicode
@@ -225,8 +234,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
 
     def _take_rows(self, result: _Result, rows: list[tuple[Any, ...]]) -> bool:
         """Append the rows already in the buffer; True once the EOF that ends them is read."""
-        reader = self._reader
-        if not self._buffered_reads or reader is None or reader._exception is not None:
+        reader = self._buffered_reader()
+        if reader is None:
             return False
         buf: bytearray = reader._buffer
         size = len(buf)
@@ -260,9 +269,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 append(_row(result, buf, start, end, self._encoding))
         finally:
             if pos:
-                del buf[:pos]
-                self._next_seq_id = seq
-                reader._maybe_resume_transport()
+                self._consume(reader, pos, seq)
         return done
 
     async def _execute_command(self, command: int, sql: Any) -> None:

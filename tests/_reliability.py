@@ -28,6 +28,7 @@ __all__ = [
     "FAST",
     "QUERY_TIMEOUT",
     "Bank",
+    "KillCount",
     "Load",
     "Op",
     "QueryTimeout",
@@ -297,14 +298,22 @@ class Bank:
         assert balances == expected
 
 
+class KillCount:
+    """How many connections `kill_connections` has killed so far, for a workload that runs until enough have
+    been: how many kills fit into a fixed workload depends on how fast the machine and the driver are."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 async def kill_connections(
     admin: pymysql.connections.Connection,
     user: str,
     stop: asyncio.Event,
     seed: int,
-    on_kill: Callable[[], None] | None = None,
+    killed: KillCount | None = None,
 ) -> int:
-    """Until ``stop``, KILL one of ``user``'s connections every few milliseconds (calling ``on_kill`` after each);
+    """Until ``stop``, KILL one of ``user``'s connections every few milliseconds (counting them in ``killed``);
     return how many were killed."""
     rng = random.Random(seed)
     kills = 0
@@ -325,8 +334,8 @@ async def kill_connections(
         await asyncio.sleep(rng.uniform(0.005, 0.04))
         if await asyncio.to_thread(kill_one):
             kills += 1
-            if on_kill is not None:
-                on_kill()
+            if killed is not None:
+                killed.value += 1
     return kills
 
 

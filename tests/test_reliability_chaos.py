@@ -21,6 +21,7 @@ from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._reliability import (
     FAST,
     Bank,
+    KillCount,
     assert_every_connection_usable,
     assert_pool_accounted,
     kill_connections,
@@ -163,19 +164,13 @@ async def test_money_is_conserved_and_the_ledger_is_exact_while_connections_are_
     await bank.open(bank_pool)
     rng = random.Random(8)
     stop = asyncio.Event()
-    killed = 0
-
-    def count_kill() -> None:
-        nonlocal killed
-        killed += 1
-
-    killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=8, on_kill=count_kill))
+    killed = KillCount()
+    killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=8, killed=killed))
 
     async def client(first: int) -> None:
-        # 60 transfers each, and more (up to 600) until enough connections have been killed under them:
-        # how many kills fit into a fixed workload depends on how fast the machine and the driver are.
+        # 60 transfers each, and more (up to 600) until enough connections have been killed under them.
         for transfer in range(first, first + 600):
-            if transfer >= first + 60 and killed >= 30:
+            if transfer >= first + 60 and killed.value >= 30:
                 break
             await bank.transfer(bank_pool, transfer, rng)
 

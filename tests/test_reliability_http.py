@@ -29,6 +29,7 @@ from tests._reliability import (
     FAST,
     QUERY_TIMEOUT,
     Bank,
+    KillCount,
     Load,
     ServiceUnavailable,
     UnexpectedStatus,
@@ -159,18 +160,13 @@ async def test_http_2xx_always_means_committed_while_connections_are_killed(
                 await bank.open(setup)
             rng = random.Random(88)
             stop = asyncio.Event()
-            killed = 0
-
-            def count_kill() -> None:
-                nonlocal killed
-                killed += 1
-
-            killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=88, on_kill=count_kill))
+            killed = KillCount()
+            killing = asyncio.create_task(kill_connections(admin, mysql_server.user, stop, seed=88, killed=killed))
 
             async def client_loop(first: int) -> None:
                 # 40 transfers each, and more (up to 400) until enough connections have been killed under them.
                 for transfer in range(first, first + 400):
-                    if transfer >= first + 40 and killed >= 15:
+                    if transfer >= first + 40 and killed.value >= 15:
                         break
                     src, dst = rng.sample(range(ACCOUNTS), 2)
                     params = {"transfer": transfer, "src": src, "dst": dst, "amount": rng.randint(1, 50)}
