@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
-from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._errors import PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._fastapi import (
     ConnDep,
     CursorDep,
@@ -43,6 +43,7 @@ __all__ = [
     "PoolDep",
     "PoolDependencies",
     "PoolError",
+    "PoolMisuse",
     "PoolOptions",
     "PoolTimeout",
     "TooManyWaiters",

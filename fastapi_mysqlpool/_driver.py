@@ -11,8 +11,17 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   needed and skips it when it is not. If aiomysql's internals ever change shape, the pool
   falls back to rolling back after every result set while autocommit is off.
 - An error packet carries no status flags, yet the failed statement may have opened a
-  transaction (a duplicate key keeps its lock). Until an OK or EOF packet says otherwise, a
-  command counts as having opened one, so the release rolls it back.
+  transaction (a duplicate key keeps its lock). Until an OK or EOF packet says otherwise, the
+  pool counts a command as having opened one, so the release rolls it back. This is the
+  pool's own view (`session_dirty`); ``conn.get_transaction_status()`` keeps aiomysql's
+  meaning: the flag of the last status the server sent.
+- An I/O error, a lost connection or a session-ending server error marks the connection
+  broken, so the pool judges a connection by what happened to it, never by an exception that
+  merely passed through a block of user code.
+- Parameters are escaped the same whatever the PyMySQL version: PyMySQL 1.2 removed the
+  helper aiomysql escapes ``bytes`` with, and refuses tuples and lists.
+- A password is sent as UTF-8, as the MySQL and MariaDB command-line clients send it, where
+  aiomysql encodes it as Latin-1 and fails, showing the password, on any other character.
 - Reading is faster; what it reads, and the errors it raises, are aiomysql's. aiomysql
   awaits twice per packet (header, then payload) and builds a packet object for every
   column definition and every row, even when the whole reply arrived in one segment, as
@@ -28,6 +37,8 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from struct import unpack_from
 from typing import Any
 
@@ -35,10 +46,18 @@ import aiomysql
 import pymysql
 from aiomysql.connection import TEXT_TYPES, MySQLResult
 from pymysql.constants import CR, FIELD_TYPE
-from pymysql.converters import through
+from pymysql.converters import escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-__all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "Connection", "is_clean", "is_disconnect", "session_dirty"]
+__all__ = [
+    "COM_RESET_CONNECTION",
+    "EOF_STATUS_TRACKED",
+    "Connection",
+    "is_clean",
+    "is_disconnect",
+    "is_transient_connect_error",
+    "session_dirty",
+]
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
@@ -47,6 +66,15 @@ COM_RESET_CONNECTION = 0x1F
 # Server error codes that end the session (shutdown, killed, idle timeout) although the
 # server reports them as ordinary errors. Client-side codes (2000-2999) always do.
 _SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
+# Connect errors worth a retry: the server is unreachable, starting, shutting down or full.
+# Anything else (access denied, unknown database, a refused TLS certificate, an unknown
+# host, an auth plugin the client lacks) fails the same way however often it is tried.
+_TRANSIENT_CONNECT_CODES = frozenset({1040, 1053, 1129, 1203, 1226, 2002, 2003, 2006, 2013, 2055})
+# Name-resolution answers that say the name does not exist, as opposed to a resolver that
+# did not answer (EAI_AGAIN), which is worth a retry.
+_UNKNOWN_NAME = frozenset(
+    code for code in (getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_SERVICE")) if code is not None
+)
 # A payload of this length continues in the next packet; those take aiomysql's own path.
 _CONTINUED = 0xFFFFFF
 
@@ -100,10 +128,44 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     # Set once connected, when the stream reader has the buffer this relies on.
     _buffered_reads = False
     _field_cache: dict[tuple[Any, ...], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
+    # The last status flags the server sent, and whether a command was sent since without an
+    # OK or EOF packet answering it (an error, or not answered yet): see the module docstring.
+    _status = 0
+    _unconfirmed = False
+    # A failure left the connection in a state nobody can know: it is never reused.
+    _broken = False
+    _password: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._field_cache = {}
+        if isinstance(self._password, str):
+            # aiomysql encodes the password as Latin-1; these characters encode to its UTF-8 bytes.
+            self._password = self._password.encode("utf-8").decode("latin-1")
+
+    @property
+    def server_status(self) -> int:
+        return self._status
+
+    @server_status.setter
+    def server_status(self, status: int) -> None:
+        # Every status aiomysql stores comes from a packet the server sent.
+        self._status = status
+        self._unconfirmed = False
+
+    def escape(self, obj: Any, mapping: Any = None) -> str:
+        """Escape a query parameter, as ``aiomysql.Connection.escape`` does with PyMySQL < 1.2."""
+        if isinstance(obj, str):
+            return f"'{self.escape_string(obj)}'"
+        if isinstance(obj, (bytes, bytearray)):
+            return "_binary X'" + obj.hex() + "'"
+        if type(obj) in (tuple, list, set, frozenset):
+            return "(" + ",".join([self.escape(item) for item in obj]) + ")"
+        escaped: str = escape_item(obj, self._charset)
+        return escaped
+
+    def literal(self, obj: Any) -> str:
+        return self.escape(obj)
 
     async def _connect(self) -> None:
         self._buffered_reads = False
@@ -118,6 +180,14 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         )
 
     async def _read_packet(self, packet_type: type[MysqlPacket] = MysqlPacket) -> MysqlPacket:
+        try:
+            return await self._read_one(packet_type)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or is_disconnect(exc):
+                self._broken = True
+            raise
+
+    async def _read_one(self, packet_type: type[MysqlPacket]) -> MysqlPacket:
         reader = self._reader
         while self._buffered_reads and reader is not None and reader._exception is None:
             buffer: bytearray = reader._buffer
@@ -273,8 +343,13 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         return done
 
     async def _execute_command(self, command: int, sql: Any) -> None:
-        await super()._execute_command(command, sql)
-        self.server_status |= IN_TRANS
+        try:
+            await super()._execute_command(command, sql)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or is_disconnect(exc):
+                self._broken = True
+            raise
+        self._unconfirmed = True
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         self._result = None
@@ -359,6 +434,8 @@ def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
         status = result.server_status
     elif result is not None and not EOF_STATUS_TRACKED and not status & AUTOCOMMIT:
         return True
+    if conn._unconfirmed:
+        return True
     return bool(status & IN_TRANS) or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
 
 
@@ -366,7 +443,7 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     """Cheap, I/O-free check: socket open, no EOF, no unread result, and no stray bytes
     other than the result sets still announced (which the reset on release reads)."""
     reader = conn._reader
-    if reader is None or reader.eof_received:
+    if reader is None or reader.eof_received or reader.exception() is not None or conn._broken:
         return False
     result = conn._result
     if result is not None and result.unbuffered_active:
@@ -389,3 +466,19 @@ def is_disconnect(exc: BaseException) -> bool:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
     return False
+
+
+def is_transient_connect_error(exc: BaseException) -> bool:
+    """Whether a failed connect is worth retrying: the network or a busy server, not wrong
+    credentials, an unknown database or host, or a certificate that does not verify."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return False
+        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME:
+            return False
+        cause = cause.__cause__
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        return code in _TRANSIENT_CONNECT_CODES
+    return isinstance(exc, OSError)

@@ -2,8 +2,12 @@
 
     PoolError                      base of the pool's own errors
      ├── PoolTimeout               no connection within the acquire deadline (also a TimeoutError)
-     ├── PoolClosed                acquire on a closed or closing pool
+     ├── PoolClosed                acquire on a closed or closing pool (also a RuntimeError)
+     ├── PoolMisuse                a call the pool's state does not allow (also a RuntimeError)
      └── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+
+``PoolClosed`` and ``PoolMisuse`` are ``RuntimeError`` too, because aiomysql raises a plain
+``RuntimeError`` in those places and code migrating from it catches that.
 
 Errors from the server or the network are aiomysql's (``pymysql.err``): an
 ``OperationalError`` for wrong credentials or an unknown database, for instance. They
@@ -12,7 +16,7 @@ pass through unchanged, so existing ``except aiomysql.OperationalError`` code ke
 
 from __future__ import annotations
 
-__all__ = ["PoolClosed", "PoolError", "PoolTimeout", "TooManyWaiters"]
+__all__ = ["PoolClosed", "PoolError", "PoolMisuse", "PoolTimeout", "TooManyWaiters"]
 
 
 class PoolError(Exception):
@@ -27,8 +31,13 @@ class PoolTimeout(PoolError, TimeoutError):
     """
 
 
-class PoolClosed(PoolError):
+class PoolClosed(PoolError, RuntimeError):
     """The pool is closed or closing; it hands out no more connections."""
+
+
+class PoolMisuse(PoolError, RuntimeError):
+    """A call the pool's state does not allow: ``wait_closed()`` before ``close()``, ``with pool:``,
+    releasing a connection twice or one the pool did not hand out."""
 
 
 class TooManyWaiters(PoolError):

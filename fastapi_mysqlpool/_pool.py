@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
@@ -33,9 +33,10 @@ import aiomysql
 import pymysql
 
 from ._config import PoolOptions
-from ._driver import COM_RESET_CONNECTION, Connection, is_clean, is_disconnect, session_dirty
-from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._driver import COM_RESET_CONNECTION, Connection, is_clean, is_transient_connect_error, session_dirty
+from ._errors import PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._maintenance import check_idle, run_maintenance
+from ._reconnect import Reconnect
 from ._stats import CLOSE_REASONS, Histogram
 
 __all__ = ["Pool"]
@@ -43,8 +44,6 @@ __all__ = ["Pool"]
 logger = logging.getLogger("fastapi_mysqlpool")
 
 _LIFETIME_JITTER = 0.025
-# Passed as the "exception" of a release that asks for the connection to be closed.
-_DISCARD = Exception("discarded by the caller")
 
 
 class _Entry:
@@ -129,10 +128,28 @@ class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
         conn = self._conn
         self._conn = None
         if conn is not None:
-            reset = self._pool._release(conn, exc)
+            reset = self._pool._release(conn, False)
             if reset is not None:
                 # Shielded: cancelling the releaser must not cancel the reset, which owns the connection.
                 await asyncio.shield(reset)
+
+
+class _HeldConnection:
+    """What the deprecated ``with await pool as conn`` gives: releases ``conn`` when the block ends."""
+
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: Pool, conn: aiomysql.Connection) -> None:
+        self._pool = pool
+        self._conn = conn
+
+    def __enter__(self) -> aiomysql.Connection:
+        return self._conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.release(self._conn)
 
 
 class Pool:
@@ -171,10 +188,10 @@ class Pool:
         self._maintenance: asyncio.Task[None] | None = None
         self._cleared_at = float("-inf")
 
-        self._outage = False
-        self._connect_attempt = 0
-        self.last_error: str | None = None
-        self._last_exc: Exception | None = None
+        self._reconnect = Reconnect(self._name, options.backoff_max)
+        # Awaited by a release that had nothing to wait for: `release()` must return an awaitable.
+        self._released: asyncio.Future[None] = self._loop.create_future()
+        self._released.set_result(None)
         self._last_slow_log = -1e9
         self._slow_suppressed = 0
 
@@ -226,6 +243,16 @@ class Pool:
         return self._closed
 
     @property
+    def last_error(self) -> str | None:
+        """The last connect error, masked; None before the first one."""
+        return self._reconnect.last_error
+
+    @property
+    def _used(self) -> set[aiomysql.Connection]:
+        # The connections callers hold, under the name aiomysql's pool gives them (not those being reset).
+        return {conn for conn, entry in self._in_use.items() if not entry.resetting}
+
+    @property
     def echo(self) -> bool:
         """Whether connections log their SQL, as aiomysql's ``echo=True``."""
         return bool(self._connect_kwargs.get("echo", False))
@@ -248,11 +275,18 @@ class Pool:
             raise ValueError(f"acquire timeout must be > 0, not {timeout!r}")
         return _AcquireContext(self, timeout)
 
-    async def release(self, conn: aiomysql.Connection, *, discard: bool = False) -> None:
-        """Give a connection back. ``discard=True`` closes it instead of reusing it."""
-        reset = self._release(conn, _DISCARD if discard else None)
-        if reset is not None:
-            await asyncio.shield(reset)
+    def release(self, conn: aiomysql.Connection, *, discard: bool = False) -> asyncio.Future[None]:
+        """Give a connection back, at once, as aiomysql's ``release()`` does (it is not a coroutine).
+
+        ``discard=True`` closes it instead of reusing it. The returned future completes when the
+        connection is ready for the next user (after its reset, when one runs); awaiting it is
+        optional. Raises `PoolMisuse` for a connection released twice or not from this pool.
+        """
+        reset = self._release(conn, discard)
+        if reset is None:
+            return self._released
+        # Shielded: cancelling the awaiting releaser must not cancel the reset, which owns the connection.
+        return asyncio.shield(reset)
 
     async def clear(self) -> None:
         """Replace every connection opened before this call: idle ones close now, the others
@@ -296,7 +330,7 @@ class Pool:
         """Wait until every connection is closed: a graceful drain of at most
         ``close_timeout`` seconds, then `terminate()` for what is still in use."""
         if not self._closing:
-            raise PoolError("wait_closed() must be called after close()")
+            raise PoolMisuse("wait_closed() must be called after close()")
         if self._in_use:
             if self._drained is None:
                 self._drained = self._loop.create_future()
@@ -314,6 +348,22 @@ class Pool:
         # Let transports finish closing their sockets before the loop may be closed.
         await asyncio.sleep(0)
         self._closed = True
+
+    def __enter__(self) -> None:
+        raise PoolMisuse('a pool is not a context manager: use "async with pool.acquire() as conn"')
+
+    def __exit__(self, *args: object) -> None:
+        pass  # never reached: __enter__ raises
+
+    def __await__(self) -> Generator[Any, None, _HeldConnection]:
+        # aiomysql's deprecated ``with await pool as conn`` idiom, kept for code migrating from it.
+        warnings.warn(
+            'with await pool as conn is deprecated, use "async with pool.acquire() as conn" instead',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        conn = yield from self._acquire(None).__await__()
+        return _HeldConnection(self, conn)
 
     async def __aenter__(self) -> Pool:
         return self
@@ -376,7 +426,9 @@ class Pool:
         opts = self._options
         deadline = self._now() + opts.open_timeout
         while True:
-            tasks = [self._loop.create_task(self._connect()) for _ in range(opts.minsize - len(self._free))]
+            # After a failure, one attempt at a time until the server answers again.
+            count = 1 if self._reconnect.down else opts.minsize - len(self._free)
+            tasks = [self._loop.create_task(self._connect()) for _ in range(count)]
             try:
                 await asyncio.wait(tasks)
             finally:
@@ -387,17 +439,19 @@ class Pool:
                         self._free.append(task.result())
             errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
             if not errors:
-                return
+                if len(self._free) >= opts.minsize:
+                    return
+                continue  # the server answers again: open the rest together
             first = errors[0]
-            if not isinstance(first, Exception) or not _is_transient(first):
+            if not isinstance(first, Exception) or not is_transient_connect_error(first):
                 raise first
             if self._now() >= deadline:
                 raise PoolTimeout(
                     f"pool {self._name!r} could not open {opts.minsize} connection(s) within "
                     f"{opts.open_timeout:g} s; last error: {self.last_error}"
                 ) from first
-            delay = min(self._backoff(), max(0.0, deadline - self._now()))
-            self._log_connect_failed(delay)
+            delay = min(self._reconnect.delay(), max(0.0, deadline - self._now()))
+            self._reconnect.log_failure(delay)
             await asyncio.sleep(delay)
 
     def _abandon(self) -> None:
@@ -431,26 +485,24 @@ class Pool:
                     f"Can't connect to MySQL server on {self._name!r} "
                     f"(connect timed out after {self._options.connect_timeout:g} s)",
                 )
+            elif isinstance(exc, UnicodeError):
+                # Its text and repr hold the string it failed on, a user name or database name.
+                error = pymysql.err.OperationalError(
+                    2003,
+                    f"Can't connect to MySQL server on {self._name!r}: a connect argument has characters its "
+                    f"encoding cannot represent ({type(exc).__name__} in codec {getattr(exc, 'encoding', '?')})",
+                )
             else:
                 error = exc
-            self.last_error = _describe(error)
-            self._last_exc = error
-            self._outage = True
-            self._connect_attempt += 1
+            self._reconnect.failed(error, _describe(error))
             if error is exc:
                 raise
             raise error from None
         now = self._now()
         self.create_time.observe(now - started)
         self.created_total += 1
-        self._outage = False
-        self._connect_attempt = 0
+        self._reconnect.succeeded()
         return _Entry(conn, now, self._lifetime)
-
-    def _backoff(self) -> float:
-        """Jittered exponential delay before the next connect attempt."""
-        base = min(self._options.backoff_max, 0.05 * 2 ** min(self._connect_attempt, 16))
-        return float(base * (0.5 + random.random() / 2))
 
     def _grow(self) -> None:
         """Serve waiters that no connect or check in flight will serve: idle connections
@@ -475,26 +527,45 @@ class Pool:
         size = self.size
         wanted = max(uncovered, self.minsize - size)
         wanted = min(wanted, self.maxsize - size)
-        if self._outage:
+        if self._reconnect.down:
             wanted = min(wanted, 1 - self._opening)
         for _ in range(wanted):
             self._opening += 1
             self._spawn(self._open_one(), "mysqlpool-open").add_done_callback(self._opened)
 
     async def _open_one(self) -> _Entry | None:
-        """Background connect, retried with backoff while there is demand for it."""
-        while True:
-            try:
-                return await self._connect()
-            except Exception as exc:
-                if self._options.fail_fast:
-                    self._fail_waiters(exc)
-                if not self._waiters and self.size - 1 >= self.minsize:
-                    self._log_connect_failed(None)
-                    return None
-                delay = self._backoff()
-                self._log_connect_failed(delay)
-                await asyncio.sleep(delay)
+        """Background connect, retried with backoff while there is demand for it.
+
+        While the server is down one task retries (it holds ``_reconnect.retrying``); a connect
+        that fails while another task retries gives up, so a down server sees one attempt per
+        backoff period however many connects were in flight when it went down.
+        """
+        reconnect = self._reconnect
+        retrying = False
+        try:
+            while True:
+                try:
+                    return await self._connect()
+                except Exception as exc:
+                    if not self._can_serve() and (self._options.fail_fast or not is_transient_connect_error(exc)):
+                        # Nothing alive can serve the waiters, and this error will not pass by waiting.
+                        self._fail_waiters(exc)
+                    if not retrying and reconnect.retrying:
+                        return None  # another task retries for us
+                    if not self._waiters and self.size - 1 >= self.minsize:
+                        reconnect.log_failure(None)
+                        return None
+                    retrying = reconnect.retrying = True
+                    delay = reconnect.delay()
+                    reconnect.log_failure(delay)
+                    await asyncio.sleep(delay)
+        finally:
+            if retrying:
+                reconnect.retrying = False
+
+    def _can_serve(self) -> bool:
+        """Whether a live connection exists that will serve a waiter once it is released or checked."""
+        return bool(self._free or self._in_use or self._checking)
 
     def _opened(self, task: asyncio.Task[_Entry | None]) -> None:
         # A done callback, not a ``finally`` in _open_one: a task cancelled by close()
@@ -506,14 +577,6 @@ class Pool:
             # The server answers again: open connections for whoever else waits.
             self._grow()
         self._check_drained()
-
-    def _log_connect_failed(self, retry_in: float | None) -> None:
-        then = "giving up: nobody waits" if retry_in is None else f"retrying in {retry_in:.3f} s"
-        logger.warning(
-            "pool %s: connect failed (%s); %s", self._name, self.last_error, then,
-            extra={"pool": self._name, "event": "connect_failed", "error": self.last_error,
-                   "retry_in_seconds": retry_in},
-        )  # fmt: skip
 
     def _fail_waiters(self, exc: Exception) -> None:
         while self._waiters:
@@ -615,8 +678,15 @@ class Pool:
             raise TooManyWaiters(
                 f"pool {self._name!r}: {len(self._waiters)} tasks already wait for a connection (max_waiting)"
             )
-        if self._options.fail_fast and self._outage and self._opening and self._last_exc is not None:
-            raise _copy_error(self._last_exc)
+        reconnect = self._reconnect
+        if (
+            self._options.fail_fast
+            and reconnect.down
+            and reconnect.last_exc is not None
+            and self._opening
+            and not self._can_serve()
+        ):
+            raise _copy_error(reconnect.last_exc)
         fut = _Waiter(loop=self._loop)
         fut.deadline = deadline
         fut.started = started
@@ -684,7 +754,7 @@ class Pool:
         """Fail ``fut`` with `PoolTimeout`; how long it waited."""
         waited = fut.deadline - fut.started
         self.timeouts_total += 1
-        error = f"; last connect error: {self.last_error}" if self._outage and self.last_error else ""
+        error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
         fut.set_exception(
             PoolTimeout(
                 f"pool {self._name!r}: no connection within {waited:g} s "
@@ -696,16 +766,19 @@ class Pool:
 
     # ------------------------------------------------------------ release
 
-    def _release(self, conn: aiomysql.Connection, exc: BaseException | None) -> asyncio.Future[None] | None:
+    def _release(self, conn: aiomysql.Connection, discard: bool) -> asyncio.Future[None] | None:
         """Return ``conn``. Synchronous unless the connection needs a reset; then the
         reset runs in its own task (so cancelling the releaser cannot abandon it) and
-        the returned future completes with it."""
+        the returned future completes with it.
+
+        The connection is judged by its own state, never by an exception that passed through the
+        caller's block: an error of the connection itself has already marked it broken."""
         entry = self._in_use.get(conn)
         if entry is None or entry.resetting:
             if conn in self._terminated:
                 self._terminated.discard(conn)
                 return None
-            raise PoolError(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+            raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
         now = self._now()
         self.use_time.observe(now - entry.acquired_at)
         if entry.leak_handle is not None:
@@ -716,7 +789,7 @@ class Pool:
                 return self._retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
-        if (exc is not None and (exc is _DISCARD or is_disconnect(exc))) or not is_clean(conn):
+        if discard or not is_clean(conn):
             self._forget(entry)
             self._close_entry_now(entry, "broken")
             self._grow()
@@ -931,15 +1004,6 @@ def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     cause = exc.__cause__
     return f"{text} ({cause})" if cause is not None and str(cause) else text
-
-
-def _is_transient(exc: Exception) -> bool:
-    """A connect error worth retrying: network trouble, not wrong credentials, database or certificate."""
-    if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-        return False
-    if isinstance(exc, pymysql.err.OperationalError) and exc.args and isinstance(exc.args[0], int):
-        return bool(exc.args[0] >= 2000 or exc.args[0] in (1040, 1053, 1129, 1203, 1226))
-    return isinstance(exc, OSError)
 
 
 def _copy_error(exc: Exception) -> Exception:

@@ -15,6 +15,7 @@ CONTRACT = {
     "create_pool",
     "Pool",
     "PoolError",
+    "PoolMisuse",
     "PoolTimeout",
     "PoolClosed",
     "mysql_lifespan",
