@@ -288,10 +288,12 @@ class PoolDependencies:
     """The dependency callables of one named pool. Get it with `pool_dependencies`.
 
     - ``get_pool``: the `Pool` itself.
-    - ``get_conn``: a connection, held until the handler returns.
+    - ``get_conn``: a connection, held until the handler returns; for a generator path operation (a streaming
+      body), until the response has been sent.
     - ``get_cursor`` / ``get_dict_cursor``: a cursor (tuples / dicts) on that connection.
     - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
-      rolled back when the handler raises (``HTTPException`` included).
+      rolled back when the handler raises (``HTTPException`` included). Refuses a generator path operation,
+      whose body runs after the status line was sent: there, take the connection and commit in the body.
 
     Within one request they share one connection: a handler that asks for both a cursor and the transaction
     gets a cursor inside the transaction.

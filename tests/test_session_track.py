@@ -15,6 +15,7 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
+from fastapi_mysqlpool._driver import COM_RESET_CONNECTION
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
     SERVER_SESSION_STATE_CHANGED,
@@ -232,6 +233,9 @@ def reply(server: MySQLServer | ExternalServer, setup: tuple[str, ...], statemen
         conn.packets = []
         if statement == "COM_INIT_DB":
             conn.select_db("session_track_other")
+        elif statement == "COM_RESET_CONNECTION":
+            conn._execute_command(COM_RESET_CONNECTION, b"")
+            conn._read_ok_packet()
         else:
             conn.query(statement)
     finally:
@@ -255,6 +259,11 @@ TRACKED: list[tuple[str, tuple[str, ...], Reply]] = [
     (f"SELECT * FROM {T}", ("SET autocommit=0",), Reply(True)),
     ("USE session_track_other", (), Reply(True, (("SCHEMA", "", "session_track_other"), STATE_1))),
     ("COM_INIT_DB", (), Reply(True, (("SCHEMA", "", "session_track_other"), STATE_1))),
+    (  # the database it already had
+        "USE session_track_other",
+        ("USE session_track_other",),
+        Reply(True, (("SCHEMA", "", "session_track_other"), STATE_1)),
+    ),
     (
         "SET NAMES latin1",
         (),
@@ -287,6 +296,7 @@ TRACKED: list[tuple[str, tuple[str, ...], Reply]] = [
     ("CREATE TEMPORARY TABLE session_track_tmp (id INT)", (), Reply(True, (STATE_1,))),
     ("SELECT GET_LOCK('session_track', 0)", (), Reply(False)),
     ("DO GET_LOCK('session_track', 0)", (), Reply(False)),
+    ("SET @uservar = GET_LOCK('session_track', 0)", (), Reply(True, (STATE_1,))),
     (f"LOCK TABLES {T} WRITE", (), Reply(True, (("TRANSACTION_STATE", "", "_______L"),))),
     ("UNLOCK TABLES", (f"LOCK TABLES {T} WRITE",), Reply(True, (("TRANSACTION_STATE", "", "________"),))),
     (f"HANDLER {T} OPEN", (), Reply(False)),
@@ -302,6 +312,7 @@ TRACKED: list[tuple[str, tuple[str, ...], Reply]] = [
         Reply(True, (("TRANSACTION_STATE", "", "________"), ("TRANSACTION_CHARACTERISTICS", "", ""))),
     ),
     ("ROLLBACK", (), Reply(False)),
+    ("COM_RESET_CONNECTION", ("SET @uservar=1",), Reply(False)),
 ]
 
 # The same statements with the server's default trackers (schema, and autocommit, the character sets and
@@ -328,11 +339,22 @@ DEFAULTS: list[tuple[str, tuple[str, ...], Reply]] = [
     ("SET time_zone='+02:00'", (), Reply(True, (("SYSTEM_VARIABLES", "time_zone", "+02:00"),))),
     ("SET autocommit=0", (), Reply(True, (("SYSTEM_VARIABLES", "autocommit", "OFF"),))),
     ("SET @uservar=1", (), Reply(False)),
+    ("SELECT @uservar:=1", (), Reply(False)),
+    ("SELECT 1 INTO @uservar", (), Reply(False)),
     ("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", (), Reply(False)),
+    ("SET TRANSACTION READ ONLY", (), Reply(False)),
     ("CREATE TEMPORARY TABLE session_track_tmp (id INT)", (), Reply(False)),
+    ("SELECT GET_LOCK('session_track', 0)", (), Reply(False)),
+    ("DO GET_LOCK('session_track', 0)", (), Reply(False)),
+    ("SET @uservar = GET_LOCK('session_track', 0)", (), Reply(False)),
     (f"LOCK TABLES {T} WRITE", (), Reply(False)),
+    ("UNLOCK TABLES", (f"LOCK TABLES {T} WRITE",), Reply(False)),
+    (f"HANDLER {T} OPEN", (), Reply(False)),
     ("PREPARE session_track_s FROM 'SELECT 1'", (), Reply(False)),
     ("BEGIN", (), Reply(False)),
+    ("COMMIT", ("BEGIN",), Reply(False)),
+    ("ROLLBACK", (), Reply(False)),
+    ("COM_RESET_CONNECTION", ("SET @uservar=1",), Reply(False)),
 ]
 
 
