@@ -88,8 +88,6 @@ _UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
 _FUNCTION_STACK = "fastapi_function_astack"
 # Where it keeps the request-scoped one, which unwinds once the response has been sent.
 _REQUEST_STACK = "fastapi_inner_astack"
-# Where the docs explain what a streaming endpoint should do instead; named by the errors.
-_STREAMING_DOCS = "'Streaming from the database' in fastapi_mysqlpool's FastAPI docs"
 
 
 # --------------------------------------------------------------------------- lifespan
@@ -240,7 +238,12 @@ def _streams(endpoint: Callable[..., Any]) -> bool:
 
 def _is_streaming(connection: HTTPConnection) -> bool:
     endpoint = connection.scope.get("endpoint")
-    return endpoint is not None and _streams(endpoint)
+    if endpoint is None:
+        return False
+    try:
+        return _streams(endpoint)
+    except TypeError:  # an endpoint object that cannot be hashed, so not cached
+        return _streams.__wrapped__(endpoint)
 
 
 def _exit_stack(connection: HTTPConnection) -> AsyncExitStack:
@@ -361,12 +364,13 @@ class PoolDependencies:
         ) -> aiomysql.Connection:
             if _is_streaming(connection):
                 endpoint = connection.scope["endpoint"]
+                name = getattr(endpoint, "__qualname__", repr(endpoint))
                 raise RuntimeError(
-                    f"get_transaction cannot serve {endpoint.__qualname__}(), a generator path operation: its body "
+                    f"get_transaction cannot serve {name}(), a generator path operation: its body "
                     "runs after the response's status line was sent, so a commit after the body could not turn "
                     "into an error response any more. Ask for the connection (mp.ConnDep) and commit at the end "
                     "of the body, where a failed commit aborts the stream: await conn.begin() ... yield ... "
-                    f"await conn.commit(). See {_STREAMING_DOCS}."
+                    "await conn.commit(). See 'Streaming from the database' in fastapi_mysqlpool's FastAPI docs."
                 )
             stack = _exit_stack(connection)
             await conn.begin()
