@@ -13,6 +13,12 @@ How a request gets its connection, and why it is given back where it is:
   the caller having to know any of this, and the callables are stable objects that ``app.dependency_overrides``
   can key on. Not being generators saves FastAPI's per-generator context manager and cancel scope, which cost
   more than acquiring and releasing the connection.
+- A path operation written as a generator (JSON Lines, server-sent events, ``response_class=StreamingResponse``)
+  is different: FastAPI only creates the generator before the function scope unwinds, and runs its body while
+  the response streams. Its connection and cursor exits go on the request-scoped stack instead, which unwinds
+  once the response has been sent, so the body keeps the connection it was given. `get_transaction` refuses such
+  an endpoint: the status line is out before the body runs, so a commit after the body could no longer turn into
+  an error response. The body commits itself instead, and a failed commit aborts the stream.
 - When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
   raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
@@ -21,6 +27,8 @@ How a request gets its connection, and why it is given back where it is:
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -78,6 +86,8 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 _UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
 # Where FastAPI keeps the exit stack of a request's function-scoped dependencies.
 _FUNCTION_STACK = "fastapi_function_astack"
+# Where it keeps the request-scoped one, which unwinds once the response has been sent.
+_REQUEST_STACK = "fastapi_inner_astack"
 
 
 # --------------------------------------------------------------------------- lifespan
@@ -220,14 +230,33 @@ def _unavailable(exc: BaseException) -> tuple[str, dict[str, str]]:
     return reason, {"Retry-After": str(RETRY_AFTER)}
 
 
-def _function_scope(connection: HTTPConnection) -> AsyncExitStack:
-    """FastAPI's exit stack for this request's function-scoped dependencies: it unwinds when the
-    handler returns, before the response is sent, and receives the handler's exception."""
-    stack = connection.scope.get(_FUNCTION_STACK)
+@functools.cache
+def _streams(endpoint: Callable[..., Any]) -> bool:
+    """Whether FastAPI runs ``endpoint``'s body as the response streams: a generator path operation."""
+    return inspect.isasyncgenfunction(endpoint) or inspect.isgeneratorfunction(endpoint)
+
+
+def _is_streaming(connection: HTTPConnection) -> bool:
+    endpoint = connection.scope.get("endpoint")
+    if endpoint is None:
+        return False
+    try:
+        return _streams(endpoint)
+    except TypeError:  # an endpoint object that cannot be hashed, so not cached
+        return _streams.__wrapped__(endpoint)
+
+
+def _exit_stack(connection: HTTPConnection) -> AsyncExitStack:
+    """The exit stack for a dependency's exit. FastAPI's function-scoped one unwinds when the handler
+    returns, before the response is sent, and receives the handler's exception. A generator path operation
+    has not run yet at that point: its body is the response, so its exits wait for the request-scoped stack,
+    which unwinds once the response has been sent and receives the stream's exception."""
+    key = _REQUEST_STACK if _is_streaming(connection) else _FUNCTION_STACK
+    stack = connection.scope.get(key)
     if not isinstance(stack, AsyncExitStack):
         raise RuntimeError(
-            "fastapi_mysqlpool's dependencies need FastAPI >= 0.121.1, which gives every request an exit "
-            f"stack for function-scoped dependencies ({_FUNCTION_STACK!r} in the ASGI scope); none found"
+            "fastapi_mysqlpool's dependencies need FastAPI >= 0.121.1, which gives every request exit "
+            f"stacks for its dependencies ({key!r} in the ASGI scope); none found"
         )
     return stack
 
@@ -262,10 +291,12 @@ class PoolDependencies:
     """The dependency callables of one named pool. Get it with `pool_dependencies`.
 
     - ``get_pool``: the `Pool` itself.
-    - ``get_conn``: a connection, held until the handler returns.
+    - ``get_conn``: a connection, held until the handler returns; for a generator path operation (a streaming
+      body), until the response has been sent.
     - ``get_cursor`` / ``get_dict_cursor``: a cursor (tuples / dicts) on that connection.
     - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
-      rolled back when the handler raises (``HTTPException`` included).
+      rolled back when the handler raises (``HTTPException`` included). Refuses a generator path operation,
+      whose body runs after the status line was sent: there, take the connection and commit in the body.
 
     Within one request they share one connection: a handler that asks for both a cursor and the transaction
     gets a cursor inside the transaction.
@@ -300,7 +331,7 @@ class PoolDependencies:
             connection: HTTPConnection,
             pool: Pool = Depends(get_pool),  # noqa: B008
         ) -> aiomysql.Connection:
-            stack = _function_scope(connection)
+            stack = _exit_stack(connection)
             acquired = pool.acquire()
             try:
                 conn = await acquired.__aenter__()
@@ -317,7 +348,7 @@ class PoolDependencies:
                 connection: HTTPConnection,
                 conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
             ) -> Any:
-                stack = _function_scope(connection)
+                stack = _exit_stack(connection)
                 cursor = await conn.cursor(cursor_class)
                 stack.push_async_exit(cursor)  # closed before the connection goes back
                 return cursor
@@ -331,7 +362,17 @@ class PoolDependencies:
             connection: HTTPConnection,
             conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
         ) -> aiomysql.Connection:
-            stack = _function_scope(connection)
+            if _is_streaming(connection):
+                endpoint = connection.scope["endpoint"]
+                name = getattr(endpoint, "__qualname__", repr(endpoint))
+                raise RuntimeError(
+                    f"get_transaction cannot serve {name}(), a generator path operation: its body "
+                    "runs after the response's status line was sent, so a commit after the body could not turn "
+                    "into an error response any more. Ask for the connection (mp.ConnDep) and commit at the end "
+                    "of the body, where a failed commit aborts the stream: await conn.begin() ... yield ... "
+                    "await conn.commit(). See 'Streaming from the database' in fastapi_mysqlpool's FastAPI docs."
+                )
+            stack = _exit_stack(connection)
             await conn.begin()
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn

@@ -559,7 +559,7 @@ async def test_dependencies_called_outside_fastapi_fail_clearly_and_hold_nothing
         assert pool.stats()["in_use"] == 0
         async with pool.acquire() as conn:
             for dependency in (mp.get_cursor, mp.get_dict_cursor, mp.get_transaction):
-                with pytest.raises(RuntimeError, match=r"function-scoped dependencies"):
+                with pytest.raises(RuntimeError, match=r"exit stacks for its dependencies"):
                     await dependency(connection, conn)
             assert conn.get_transaction_status() is False  # no BEGIN was sent
         assert pool.stats()["in_use"] == 0
