@@ -425,6 +425,32 @@ async def test_invalid_environment_value_names_the_option(
             pass
 
 
+async def test_a_misspelt_environment_option_fails_startup_naming_the_closest(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MYSQLPOOL_MAXSISE", "5")
+    with pytest.raises(
+        ValueError,
+        match=r"unknown pool option 'MYSQLPOOL_MAXSISE' in the environment \(did you mean 'MYSQLPOOL_MAXSIZE'\?\)",
+    ):
+        async with mp.mysql_lifespan(mysql_dsn):
+            pass
+
+
+async def test_a_misspelt_option_in_the_dotenv_file_fails_startup_naming_the_closest(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MYSQLPOOL_MINSIZE=1\nmysqlpool_acquire_timout=2\n")
+    with pytest.raises(
+        ValueError,
+        match=r"'mysqlpool_acquire_timout' in the \.env file \(did you mean 'MYSQLPOOL_ACQUIRE_TIMEOUT'\?\)",
+    ):
+        async with mp.mysql_lifespan(mysql_dsn):
+            pass
+
+
 def test_every_pool_option_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     fields = dataclasses.fields(mp.PoolOptions)
