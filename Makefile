@@ -16,7 +16,7 @@ APT_INSTALL := $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUD
 run: server $(VENV)/.installed-run
 	$(PY) -m example_app --host $(HOST) --port $(PORT)
 
-test: server browser $(VENV)/.installed
+test: server browser wrk $(VENV)/.installed
 	$(PY) -m pytest
 
 check: $(VENV)/.installed
@@ -43,7 +43,7 @@ browser:
 		$(APT_INSTALL) chromium || $(APT_INSTALL) chromium-browser; \
 	fi
 
-# The HTTP benchmark loads the apps with wrk.
+# The HTTP benchmark (and its quick run in the tests) loads the apps with wrk.
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { echo "Installing wrk (the HTTP benchmark's load generator)"; $(APT_INSTALL) wrk; }
 
