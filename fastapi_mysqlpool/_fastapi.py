@@ -38,6 +38,8 @@ from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
 from ._errors import PoolClosed, PoolError, TooManyWaiters
+from ._history import attach as attach_history
+from ._history import detach as detach_history
 from ._logging import install_default_handler
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
@@ -170,11 +172,13 @@ class MySQLLifespan:
             name = options.get("name") or _default_name(parsed.connect_kwargs)
             raise PoolError(f"cannot open MySQL pool {name!r} at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}") from exc
         attach_metrics(pool)
+        attach_history(pool)
         return pool
 
     async def _close(self, pool: Pool) -> None:
         self._pool = None
         detach_metrics(pool)
+        detach_history(pool)
         pool.close()
         await pool.wait_closed()
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._dashboard import dashboard_response
 from ._fastapi import pools_of
+from ._history import history_of
 from ._metrics import metrics_response
 from ._pool import Pool
 
@@ -33,6 +34,7 @@ pool_router = APIRouter(prefix="/pool", tags=["pool"])
 """The operators' router: ``app.include_router(mp.pool_router)``.
 
 - ``GET /pool/stats``: every pool's `Pool.stats()` snapshot, by pool name.
+- ``GET /pool/history``: the last five minutes of every pool, sampled each second, and its last minute.
 - ``GET /pool/health``: readiness; 200 when every pool serves ``SELECT 1`` within about a second, else 503.
 - ``GET /pool/live``: liveness; 200 while the process answers, never touches the database.
 - ``GET /pool/metrics``: Prometheus text format (with the ``prometheus`` extra).
@@ -47,6 +49,12 @@ surface: ``app.include_router(mp.pool_router, dependencies=[Depends(operators_on
 async def pool_stats(request: Request) -> dict[str, Any]:
     """Every pool's `Pool.stats()` snapshot, by pool name."""
     return {"pools": {name: pool.stats() for name, pool in pools_of(request).items()}}
+
+
+@pool_router.get("/history")
+async def pool_history(request: Request) -> dict[str, Any]:
+    """Every pool's last minutes, sampled each second, and its figures over the last minute, by pool name."""
+    return {"now": round(time.time(), 3), "pools": {name: history_of(pool) for name, pool in pools_of(request).items()}}
 
 
 @pool_router.get("/health", response_class=JSONResponse)

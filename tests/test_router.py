@@ -87,7 +87,14 @@ async def test_metrics_endpoint_exports_the_lifespan_pools(mysql_dsn: str) -> No
 
 def test_router_serves_its_endpoints_under_pool() -> None:
     paths: dict[str, Any] = {route.path: route for route in mp.pool_router.routes}  # type: ignore[attr-defined]
-    assert set(paths) == {"/pool/stats", "/pool/health", "/pool/live", "/pool/metrics", "/pool/dashboard"}
+    assert set(paths) == {
+        "/pool/stats",
+        "/pool/history",
+        "/pool/health",
+        "/pool/live",
+        "/pool/metrics",
+        "/pool/dashboard",
+    }
 
 
 async def test_head_answers_like_get_without_a_body(mysql_dsn: str) -> None:
