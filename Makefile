@@ -1,17 +1,22 @@
-# Two commands on a fresh Debian/Ubuntu machine:
-#   make run    serve the example app on http://127.0.0.1:8000 (throwaway MariaDB unless DATABASE_URL is set)
-#   make test   run the test suite against throwaway servers
+# Two commands on a fresh Debian/Ubuntu machine; each installs what it needs (apt-get and a virtualenv) first:
+#   make run    serve the example app on http://127.0.0.1:8000 (throwaway MariaDB unless DATABASE_URL is set);
+#               another port: make run PORT=8080
+#   make test   run the test suite against throwaway servers (the command CI runs)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# apt-get without questions: CI runs it with no terminal and no stdin.
+APT_INSTALL := $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: run test server check docs bench
+.PHONY: run test server browser wrk python check docs bench
 
-run: server $(VENV)/.installed
-	$(PY) -m example_app
+run: server $(VENV)/.installed-run
+	$(PY) -m example_app --host $(HOST) --port $(PORT)
 
-test: server $(VENV)/.installed
+test: server browser wrk $(VENV)/.installed
 	$(PY) -m pytest
 
 check: $(VENV)/.installed
@@ -22,17 +27,43 @@ check: $(VENV)/.installed
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
-bench: server $(VENV)/.installed
+bench: server wrk $(VENV)/.installed
 	$(PY) -m bench
 
 server:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && ! command -v mysqld >/dev/null 2>&1 && [ ! -x /usr/sbin/mysqld ]; then \
 		echo "Installing mariadb-server (the tests and the example app start throwaway servers from it)"; \
-		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q mariadb-server; \
+		$(APT_INSTALL) mariadb-server; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The dashboard tests drive a real headless chromium. Debian names the package chromium, Ubuntu chromium-browser.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+		echo "Installing chromium (the dashboard tests render the page in a headless browser)"; \
+		$(APT_INSTALL) chromium || $(APT_INSTALL) chromium-browser; \
+	fi
+
+# The HTTP benchmark (and its quick run in the tests) loads the apps with wrk.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { echo "Installing wrk (the HTTP benchmark's load generator)"; $(APT_INSTALL) wrk; }
+
+# A fresh Debian has python3 without venv and ensurepip (the python3-venv package).
+python:
+	@if ! command -v $(PYTHON) >/dev/null 2>&1 || ! $(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1; then \
+		echo "Installing python3 and python3-venv (for the virtualenv in $(VENV))"; \
+		$(APT_INSTALL) python3 python3-venv; \
+	fi
+
+$(VENV)/.created: | python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+# Serving the example needs the package and uvicorn only: not the test, lint and docs toolchain.
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install -q -e '.[example]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
 	$(PY) -m pip install -q -e '.[dev,docs]'
 	touch $@

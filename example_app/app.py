@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 import fastapi_mysqlpool as mp
 
-__all__ = ["SCHEMA", "app", "create_app"]
+__all__ = ["MAX_QUANTITY", "SCHEMA", "app", "create_app"]
 
 # Prefixed names, so pointing the example at an existing database cannot touch the application's own tables.
 SCHEMA = (
@@ -44,6 +44,8 @@ SCHEMA = (
 )
 
 _BOOK_COLUMNS = "id, isbn, title, author, price_cents"
+#: The largest stock ``quantity`` (``INT UNSIGNED``) holds.
+MAX_QUANTITY = 2**32 - 1
 
 
 class BookIn(BaseModel):
@@ -71,7 +73,7 @@ class Store(StoreIn):
 
 
 class StockIn(BaseModel):
-    quantity: int = Field(ge=0, le=2**31)
+    quantity: int = Field(ge=0, le=MAX_QUANTITY)
 
 
 class StockLine(BaseModel):
@@ -211,9 +213,20 @@ async def transfer(move: TransferIn, conn: mp.TransactionDep) -> dict[str, Any]:
             (move.book_id, move.from_store_id, move.to_store_id),
         )
         quantities = dict(await cursor.fetchall())
+        if not quantities:
+            # No stock line in either store: a book nobody stocks, or none at all. Only the latter is a 404.
+            await cursor.execute("SELECT 1 FROM bookstore_books WHERE id = %s", (move.book_id,))
+            _found(await cursor.fetchone(), "book", move.book_id)
         available = quantities.get(move.from_store_id, 0)
         if available < move.quantity:
             raise HTTPException(409, f"store {move.from_store_id} has {available} of book {move.book_id}")
+        to_quantity = quantities.get(move.to_store_id, 0) + move.quantity
+        if to_quantity > MAX_QUANTITY:
+            # The column would overflow (MariaDB's DataError 1264): a conflict with the stock held, not a bug.
+            raise HTTPException(
+                409,
+                f"store {move.to_store_id} cannot hold {to_quantity} of book {move.book_id} (at most {MAX_QUANTITY})",
+            )
         await cursor.execute(
             "UPDATE bookstore_stock SET quantity = quantity - %s WHERE store_id = %s AND book_id = %s",
             (move.quantity, move.from_store_id, move.book_id),
@@ -226,7 +239,7 @@ async def transfer(move: TransferIn, conn: mp.TransactionDep) -> dict[str, Any]:
     return {
         "book_id": move.book_id,
         "from_quantity": available - move.quantity,
-        "to_quantity": quantities.get(move.to_store_id, 0) + move.quantity,
+        "to_quantity": to_quantity,
     }
 
 

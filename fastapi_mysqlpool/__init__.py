@@ -64,3 +64,12 @@ __all__ = [
     "pool_router",
     "pools_of",
 ]
+
+# Tracebacks, reprs and pickles name a class by its __module__: give the public classes the module users import
+# them from, so an error prints as fastapi_mysqlpool.PoolTimeout, as the docs write it, not as the private
+# module that happens to define it.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

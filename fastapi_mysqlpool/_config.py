@@ -9,19 +9,27 @@ that one table, so they cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["DSN_SCHEMES", "ParsedDSN", "PoolOptions", "mask_dsn", "parse_dsn", "split_options"]
+__all__ = ["DSN_SCHEMES", "ParsedDSN", "PoolOptions", "closest", "mask_dsn", "parse_dsn", "split_options"]
 
 DSN_SCHEMES = ("mysql", "mysql+aiomysql", "mariadb")
 
 #: Connection options accepted in a DSN query string, with their converters.
 _CONNECT_QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {}
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with the known name closest to a misspelt ``name``, or ``""`` when none is close."""
+    by_lower = {k.lower(): k for k in known}
+    matches = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[matches[0]]!r}?)" if matches else ""
 
 
 def _opt(default: Any, doc: str, valid: str, check: Callable[[Any], bool] | None = None) -> Any:
@@ -150,7 +158,7 @@ class PoolOptions:
         for key, raw in values.items():
             f = by_name.get(key)
             if f is None:
-                raise ValueError(f"unknown pool option {key!r} in {source}")
+                raise ValueError(f"unknown pool option {key!r} in {source}{closest(key, by_name)}")
             out[key] = _convert(_field_type(f), raw, key, source, f.metadata["valid"])
         return out
 
@@ -244,11 +252,28 @@ def parse_dsn(dsn: str) -> ParsedDSN:
     try:
         return _parse_dsn(dsn)
     except ValueError as exc:
-        # Whatever part of the DSN a message quotes, the password must not be in it.
-        message = str(exc)
-        for secret in _password_forms(dsn):
-            message = message.replace(secret, "***")
-        raise ValueError(message) from None
+        raise ValueError(_scrub(str(exc), dsn)) from None
+
+
+# Text made of these alone reveals nothing of a password, and is in every DSN and in the hints of the messages.
+_DELIMITERS = ":/@?#%&= \t"
+
+
+def _scrub(message: str, dsn: str) -> str:
+    """``message`` with every text a parser could take for the password of ``dsn`` replaced by ``***``.
+
+    Whatever part of the DSN a message quotes, the password must not be in it. The masked DSN is already safe
+    and is kept as it is, and forms made of delimiters only (a password ``pw#@:/`` also "starts" after its own
+    ``:``, giving the form ``/``) are left alone: replacing them would garble the DSN and the hint that tells
+    the user what to percent-encode.
+    """
+    forms = [form for form in _password_forms(dsn) if form.strip(_DELIMITERS)]
+    masked = mask_dsn(dsn)
+    keep = repr(masked) if repr(masked) in message else masked
+    pieces = message.split(keep)
+    for secret in forms:
+        pieces = [piece.replace(secret, "***") for piece in pieces]
+    return keep.join(pieces)
 
 
 def _password_forms(dsn: str) -> list[str]:
@@ -304,6 +329,9 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
         connect["user"] = unquote(parts.username)
     if parts.password is not None:
         connect["password"] = unquote(parts.password)
+    if "@" in parts.path:
+        # The user-info went on past a '/': the password holds an unencoded '/', and what follows it is no path.
+        raise ValueError(f"invalid DSN {masked!r}: unencoded '/' in the user or password (percent-encode it as %2F)")
     path = unquote(parts.path.lstrip("/"))
     if "/" in path:
         raise ValueError(f"invalid DSN {masked!r}: database name {path!r} contains '/'")
@@ -324,7 +352,8 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
         elif key in _POOL_OPTION_NAMES:
             pool_raw[key] = value
         else:
-            raise ValueError(f"invalid DSN {masked!r}: unknown query parameter {key!r}")
+            known = (*_SSL_KEYS, *_CONNECT_QUERY_OPTIONS, *_POOL_OPTION_NAMES)
+            raise ValueError(f"invalid DSN {masked!r}: unknown query parameter {key!r}{closest(key, known)}")
     if "host" not in connect and "unix_socket" not in connect:
         raise ValueError(f"invalid DSN {masked!r}: no host (use mysql://user:password@host:3306/db)")
     context = _ssl_context(ssl_raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import Generator
 from types import TracebackType
@@ -10,7 +11,7 @@ from typing import Any
 
 import aiomysql
 
-from ._config import PoolOptions, parse_dsn, split_options
+from ._config import PoolOptions, closest, parse_dsn, split_options
 from ._pool import Pool
 
 __all__ = ["create_pool"]
@@ -74,7 +75,8 @@ def create_pool(
     pool_kwargs, connect_kwargs = split_options(kwargs)
     unknown = sorted(connect_kwargs.keys() - _CONNECT_ARGUMENTS)
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}: neither a pool option nor an aiomysql.connect argument")
+        hint = closest(unknown[0], [f.name for f in dataclasses.fields(PoolOptions)] + sorted(_CONNECT_ARGUMENTS))
+        raise ValueError(f"unknown option {unknown[0]!r}: neither a pool option nor an aiomysql.connect argument{hint}")
     for key, value in (("minsize", minsize), ("maxsize", maxsize), ("pool_recycle", pool_recycle)):
         if value is not None:
             pool_kwargs[key] = value

@@ -1,9 +1,10 @@
 """``/pool/dashboard``: one self-contained HTML page that charts the pools live.
 
-The page polls ``./stats`` and ``./health`` (relative to its own URL, so it follows whatever
-prefix the router is mounted under) every two seconds and keeps the last five minutes in the
-browser. It loads nothing else: no CDN, no fonts, so it works offline and behind strict proxies,
-and its Content-Security-Policy lets it reach nothing but its own origin.
+The page polls ``./stats``, ``./history`` and ``./health`` (relative to its own URL, so it follows
+whatever prefix the router is mounted under) every two seconds. The five minutes it charts come from
+the process (``/pool/history``), not from the browser, so a page opened during an incident shows what
+led to it. It loads nothing else: no CDN, no fonts, so it works offline and behind strict proxies, and
+its Content-Security-Policy lets it reach nothing but its own origin.
 """
 
 from __future__ import annotations

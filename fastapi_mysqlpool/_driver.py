@@ -179,6 +179,14 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             and hasattr(reader, "_eof")
         )
 
+    async def show_warnings(self) -> tuple[tuple[Any, ...], ...] | None:
+        """``SHOW WARNINGS`` without the notes. aiomysql's cursor re-raises each row as a ``pymysql.err.Warning``,
+        but a note only confirms what the statement asked for (``CREATE TABLE IF NOT EXISTS`` of an existing
+        table, ``DROP TABLE IF EXISTS`` of a missing one): under warnings-as-errors it would fail a correct
+        statement. Warnings and errors (a truncated value, say) are still reported."""
+        rows = await super().show_warnings()
+        return None if rows is None else tuple(row for row in rows if row[0] not in ("Note", b"Note"))
+
     async def _read_packet(self, packet_type: type[MysqlPacket] = MysqlPacket) -> MysqlPacket:
         try:
             return await self._read_one(packet_type)

@@ -46,9 +46,12 @@ from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
 from ._errors import PoolClosed, PoolError, TooManyWaiters
+from ._history import attach as attach_history
+from ._history import detach as detach_history
+from ._logging import install_default_handler
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
-from ._pool import Pool
+from ._pool import Pool, _default_name
 from ._settings import MySQLPoolSettings, env_pool_options
 
 __all__ = [
@@ -167,20 +170,25 @@ class MySQLLifespan:
                 f"no database configured for MySQL pool {self._name!r}: "
                 "pass a DSN to mysql_lifespan() or set DATABASE_URL"
             )
+        install_default_handler()
+        parsed = parse_dsn(dsn)
         # Precedence: keyword arguments, then the DSN's query string, then MYSQLPOOL_* variables.
-        options = {**env_pool_options(settings), **parse_dsn(dsn).pool_options, **self._options}
+        options = {**env_pool_options(settings), **parsed.pool_options, **self._options}
         try:
             pool = await create_pool(dsn=dsn, **options)
         except Exception as exc:
-            raise PoolError(
-                f"cannot open MySQL pool {self._name!r} at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}"
-            ) from exc
+            # The name the pool itself uses in its errors and logs, not the lifespan's key ("default"): one pool,
+            # one name, in every line about it.
+            name = options.get("name") or _default_name(parsed.connect_kwargs)
+            raise PoolError(f"cannot open MySQL pool {name!r} at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}") from exc
         attach_metrics(pool)
+        attach_history(pool)
         return pool
 
     async def _close(self, pool: Pool) -> None:
         self._pool = None
         detach_metrics(pool)
+        detach_history(pool)
         pool.close()
         await pool.wait_closed()
 
@@ -405,17 +413,33 @@ def pool_dependencies(name: str = DEFAULT_POOL) -> PoolDependencies:
 
 
 _default = pool_dependencies()
+# The docstrings after each name are for the API reference, which reads them from the source.
 get_pool = _default.get_pool
+"""``Depends(mp.get_pool)``: the default pool itself (`Pool`), for a handler that acquires on its own."""
 get_conn = _default.get_conn
+"""``Depends(mp.get_conn)``: a connection of the default pool, held until the handler returns, then released.
+
+No connection in time (exhausted pool, database down, pool closing): ``503`` with ``Retry-After``."""
 get_cursor = _default.get_cursor
+"""``Depends(mp.get_cursor)``: an ``aiomysql.Cursor`` (rows as tuples) on the request's connection; closed
+before the connection goes back."""
 get_dict_cursor = _default.get_dict_cursor
+"""``Depends(mp.get_dict_cursor)``: an ``aiomysql.DictCursor`` (rows as dicts) on the request's connection."""
 get_transaction = _default.get_transaction
+"""``Depends(mp.get_transaction)``: the request's connection inside a transaction. It commits when the handler
+returns, *before* the response is sent (a failed commit is an error response, never a 2xx), and rolls back when
+the handler raises, ``HTTPException`` included."""
 
 PoolDep = Annotated[Pool, Depends(get_pool)]
+"""``pool: mp.PoolDep`` is ``pool: Pool = Depends(mp.get_pool)``."""
 ConnDep = Annotated[aiomysql.Connection, Depends(get_conn)]
+"""``conn: mp.ConnDep`` is ``conn = Depends(mp.get_conn)``."""
 CursorDep = Annotated[aiomysql.Cursor, Depends(get_cursor)]
+"""``cur: mp.CursorDep`` is ``cur = Depends(mp.get_cursor)``."""
 DictCursorDep = Annotated[aiomysql.DictCursor, Depends(get_dict_cursor)]
+"""``cur: mp.DictCursorDep`` is ``cur = Depends(mp.get_dict_cursor)``."""
 TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
+"""``conn: mp.TransactionDep`` is ``conn = Depends(mp.get_transaction)``."""
 
 
 # --------------------------------------------------------------------------- errors

@@ -754,6 +754,8 @@ class Pool:
         """Fail ``fut`` with `PoolTimeout`; how long it waited."""
         waited = fut.deadline - fut.started
         self.timeouts_total += 1
+        # A timed-out acquire waited too: left out, the wait latency would look best when the pool is exhausted.
+        self.wait_time.observe(waited)
         error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
         fut.set_exception(
             PoolTimeout(

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._dashboard import dashboard_response
 from ._fastapi import pools_of
+from ._history import history_of
 from ._metrics import metrics_response
 from ._pool import Pool
 
@@ -30,12 +31,30 @@ _HEALTH_MEDIA_TYPE = "application/health+json"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 pool_router = APIRouter(prefix="/pool", tags=["pool"])
+"""The operators' router: ``app.include_router(mp.pool_router)``.
+
+- ``GET /pool/stats``: every pool's `Pool.stats()` snapshot, by pool name.
+- ``GET /pool/history``: the last five minutes of every pool, sampled each second, and its last minute.
+- ``GET /pool/health``: readiness; 200 when every pool serves ``SELECT 1`` within about a second, else 503.
+- ``GET /pool/live``: liveness; 200 while the process answers, never touches the database.
+- ``GET /pool/metrics``: Prometheus text format (with the ``prometheus`` extra).
+- ``GET /pool/dashboard``: a live HTML view of the pools.
+
+``/pool/health``, ``/pool/live`` and ``/pool/dashboard`` answer ``HEAD`` too. Protect the router like any admin
+surface: ``app.include_router(mp.pool_router, dependencies=[Depends(operators_only)])``.
+"""
 
 
 @pool_router.get("/stats")
 async def pool_stats(request: Request) -> dict[str, Any]:
     """Every pool's `Pool.stats()` snapshot, by pool name."""
     return {"pools": {name: pool.stats() for name, pool in pools_of(request).items()}}
+
+
+@pool_router.get("/history")
+async def pool_history(request: Request) -> dict[str, Any]:
+    """Every pool's last minutes, sampled each second, and its figures over the last minute, by pool name."""
+    return {"now": round(time.time(), 3), "pools": {name: history_of(pool) for name, pool in pools_of(request).items()}}
 
 
 @pool_router.get("/health", response_class=JSONResponse)
@@ -65,6 +84,13 @@ async def pool_metrics(request: Request) -> Response:
 async def pool_dashboard() -> Response:
     """A live HTML view of ``/pool/stats``."""
     return dashboard_response()
+
+
+# Uptime checkers and load balancers probe with HEAD. The same endpoints answer it, status and headers as for GET;
+# the server sends no body for HEAD. Outside the schema, where a second operation would repeat the GET's id.
+for _path, _endpoint in (("/health", pool_health), ("/live", pool_live), ("/dashboard", pool_dashboard)):
+    pool_router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+del _path, _endpoint
 
 
 async def _check(pool: Pool) -> dict[str, Any]:

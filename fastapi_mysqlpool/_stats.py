@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-__all__ = ["BUCKETS", "CLOSE_REASONS", "Histogram"]
+__all__ = ["BUCKETS", "CLOSE_REASONS", "Histogram", "quantile"]
 
 #: Upper bounds, in seconds, of the latency buckets (Prometheus ``le`` semantics); the last bucket is +Inf.
 BUCKETS: tuple[float, ...] = (
@@ -20,6 +20,28 @@ BUCKETS: tuple[float, ...] = (
 
 #: Why the pool closed a connection; each has a counter in ``stats()["closed_total"]``.
 CLOSE_REASONS = ("broken", "lifetime", "idle", "reset_failed", "cleared", "terminated", "shutdown")
+
+
+def quantile(counts: list[int], q: float, largest: float) -> float:
+    """Estimate the ``q`` quantile of per-bucket ``counts`` by linear interpolation inside its bucket.
+
+    ``largest`` bounds the estimate and stands for the +Inf bucket's upper bound: the histogram's max, or for a
+    window of it (the increase of the counts over the last minute) the max since the start, which bounds it too.
+    Prometheus's ``histogram_quantile`` interpolates the same way.
+    """
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if n and seen + n >= rank:
+            lower = BUCKETS[i - 1] if i > 0 else 0.0
+            upper = BUCKETS[i] if i < len(BUCKETS) else largest
+            estimate = lower + (upper - lower) * ((rank - seen) / n)
+            return min(estimate, largest)
+        seen += n
+    return largest
 
 
 class Histogram:
@@ -42,18 +64,7 @@ class Histogram:
 
     def quantile(self, q: float) -> float:
         """Estimate the ``q`` quantile by linear interpolation inside its bucket."""
-        if self.count == 0:
-            return 0.0
-        rank = q * self.count
-        seen = 0
-        for i, n in enumerate(self.counts):
-            if n and seen + n >= rank:
-                lower = BUCKETS[i - 1] if i > 0 else 0.0
-                upper = BUCKETS[i] if i < len(BUCKETS) else self.max
-                estimate = lower + (upper - lower) * ((rank - seen) / n)
-                return min(estimate, self.max)
-            seen += n
-        return self.max
+        return quantile(self.counts, q, self.max)
 
     def snapshot(self) -> dict[str, Any]:
         return {

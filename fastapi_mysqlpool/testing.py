@@ -1,9 +1,9 @@
 """Throwaway MariaDB/MySQL servers for tests: yours and ours.
 
 `MySQLServer` starts a private server from the binaries on ``PATH``: a temporary
-datadir, ``--no-defaults``, a free port on 127.0.0.1 and its own unix socket, a user
-with a password and an empty database. No docker, no root account of the machine's
-server, nothing left behind::
+datadir, ``--no-defaults``, a free port on 127.0.0.1 and its own unix socket, utf8mb4, a
+user with a password and rights on its own empty database only. No docker, no root
+account of the machine's server, nothing left behind::
 
     from fastapi_mysqlpool.testing import MySQLServer
 
@@ -53,8 +53,9 @@ __all__ = [
     "server_binaries",
 ]
 
-#: Point the shared ``mysql_server`` fixture at an existing server instead of starting one.
 EXTERNAL_DSN_ENV = "FASTAPI_MYSQLPOOL_TEST_DSN"
+"""The environment variable that points the shared ``mysql_server`` fixture at an existing server (by DSN)
+instead of starting one."""
 
 _INSTALL_HINT = (
     "No MariaDB or MySQL server binary was found on PATH (looked for mariadbd, mysqld). Install one:\n"
@@ -157,7 +158,13 @@ class MySQLServer:
     """A throwaway MariaDB (or MySQL) server.
 
     - ``user``, ``password``, ``db``: the account and the empty database created at start.
-      The password is random by default and contains characters that DSNs must escape.
+      The password is random by default and contains characters that DSNs must escape. The account has
+      every right on ``db`` and none beyond it, as an application's account in production: no ``KILL`` of
+      other users' connections, no ``SET GLOBAL``, no bypass of ``read_only``. Administration goes
+      through `root_connect_kwargs()`.
+    - ``charset``: the server's default character set (``--character-set-server``), so of ``db`` and of
+      the tables created in it; ``utf8mb4`` by default, as MySQL 8 and Debian's MariaDB have. The
+      connections speak utf8mb4 (aiomysql's default) whatever it is.
     - ``port``: a free port on 127.0.0.1 unless given.
     - ``ready_timeout``: how long `start()` waits for the server to answer.
     - ``server_args``: extra server options, e.g. ``["--wait-timeout=2"]``.
@@ -172,6 +179,7 @@ class MySQLServer:
         user: str = "app",
         password: str | None = None,
         db: str = "app",
+        charset: str = "utf8mb4",
         port: int | None = None,
         ready_timeout: float = 30.0,
         server_args: list[str] | None = None,
@@ -179,6 +187,7 @@ class MySQLServer:
         self.user = user
         self.password = password if password is not None else f"pw-{os.urandom(6).hex()}#@:/"
         self.db = db
+        self.charset = charset
         self.host = "127.0.0.1"
         self.port = port or 0
         self.ready_timeout = ready_timeout
@@ -384,6 +393,8 @@ class MySQLServer:
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
             "--max-connections=500",
+            # --no-defaults leaves the compiled-in latin1; production servers default to utf8mb4.
+            f"--character-set-server={self.charset}",
             *self.server_args,
         ]
         if flavor == "mysql":
@@ -433,7 +444,9 @@ class MySQLServer:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
                 for host in ("%", "localhost"):
                     cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (self.user, host, self.password))
-                    cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (self.user, host))
+                    # An application's rights, not an administrator's: ALL ON *.* would also bypass read_only and
+                    # take the connection MariaDB keeps for administrators (max_connections + 1).
+                    cur.execute(f"GRANT ALL PRIVILEGES ON `{self.db}`.* TO %s@%s", (self.user, host))
         finally:
             conn.close()
 

@@ -59,6 +59,10 @@ raises `ValueError` naming the option and its valid range, before any connection
   and a `.env` file in the working directory is read too). The DSN itself comes from `DATABASE_URL` when the
   lifespan is not given one.
 
+A misspelt name is an error in all three, naming the closest option: `create_pool(maxsise=5)`, `?maxsise=5` and
+`MYSQLPOOL_MAXSISE=5` (in the environment or the `.env` file) each fail with "... (did you mean ...?)" rather
+than start the pool with a default.
+
 A keyword argument wins over the DSN's query parameter, which wins over the environment variable. Booleans are
 written `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); durations are seconds and may have a fraction.
 Any other keyword argument of `create_pool` goes to `aiomysql.connect` unchanged (`charset`, `ssl`,

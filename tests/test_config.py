@@ -171,6 +171,63 @@ def test_malformed_dsn_error_never_shows_the_password(dsn: str) -> None:
     assert PASSWORD not in str(info.value)
 
 
+# The characters of MySQLServer's own password, which a user copying it into a DSN by hand does not encode.
+RAW_PASSWORD = "pw-5f3a9c#@:/"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        (
+            f"mysql://app:{RAW_PASSWORD}@127.0.0.1:39453/app",
+            "invalid DSN 'mysql://app:***@127.0.0.1:39453/app': malformed host or port "
+            "(percent-encode '@', ':', '/', '?' and '#' in the user and password)",
+        ),
+        (
+            "mysql://app:pw/5f3a9c@127.0.0.1:39453/app",
+            "invalid DSN 'mysql://app:***@127.0.0.1:39453/app': malformed host or port "
+            "(percent-encode '@', ':', '/', '?' and '#' in the user and password)",
+        ),
+        (
+            # A '/' after digits: the start of the password reads as a port, the rest as a path.
+            "mysql://app:1234/5f3a9c@127.0.0.1:39453/app",
+            "invalid DSN 'mysql://app:***@127.0.0.1:39453/app': unencoded '/' in the user or password "
+            "(percent-encode it as %2F)",
+        ),
+        (
+            f"mysql://app:{RAW_PASSWORD}@127.0.0.1:39453/app?maxsise=3",
+            "invalid DSN 'mysql://app:***@127.0.0.1:39453/app?maxsise=3': malformed host or port "
+            "(percent-encode '@', ':', '/', '?' and '#' in the user and password)",
+        ),
+        (
+            f"mysql://app:{quote(RAW_PASSWORD, safe='')}@127.0.0.1:39453/app?maxsise=3",
+            "invalid DSN 'mysql://app:***@127.0.0.1:39453/app?maxsise=3': unknown query parameter 'maxsise' "
+            "(did you mean 'maxsize'?)",
+        ),
+    ],
+)
+def test_a_raw_slash_in_the_password_leaves_the_error_and_its_hint_readable(dsn: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        mp.parse_dsn(dsn)
+    assert str(info.value) == message
+    with pytest.raises(ValueError) as info:
+        mp.mysql_lifespan(dsn)
+    assert str(info.value) == message
+
+
+def test_misspelt_options_name_the_closest_one() -> None:
+    with pytest.raises(ValueError, match=r"unknown pool option 'maxsise' in DSN \(did you mean 'maxsize'\?\)"):
+        mp.PoolOptions.from_strings({"maxsise": "3"}, source="DSN")
+    with pytest.raises(ValueError, match=r"unknown option 'acquire_timout'.*\(did you mean 'acquire_timeout'\?\)"):
+        mp.create_pool(dsn="mysql://app:pw@h/db", acquire_timout=2)
+    with pytest.raises(ValueError, match=r"unknown query parameter 'ssl_mod' \(did you mean 'ssl_mode'\?\)"):
+        mp.parse_dsn("mysql://app:pw@h/db?ssl_mod=required")
+    # Nothing close: no guess.
+    with pytest.raises(ValueError) as info:
+        mp.parse_dsn("mysql://app:pw@h/db?zzz=1")
+    assert "did you mean" not in str(info.value)
+
+
 def test_dsn_must_be_text() -> None:
     with pytest.raises(ValueError, match="must be a string"):
         mp.parse_dsn(b"mysql://h/db")  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests._uvicorn import uvicorn_server
 
 CHROMIUM_HINT = (
     "the dashboard tests drive a real headless browser: install Debian's chromium "
-    "(sudo apt-get install -y chromium; .ci/run does it)"
+    "(sudo apt-get install -y chromium; make test does it)"
 )
 
 
@@ -93,6 +94,7 @@ def held(app_url: str) -> Iterator[None]:
 
 def test_the_chart_draws_the_live_numbers_in_a_real_browser(app_url: str, held: None, tmp_path: Path) -> None:
     httpx.post(f"{app_url}/hold", params={"n": 2}, timeout=10).raise_for_status()
+    time.sleep(2.5)  # the process samples once a second: the chart has its points before the page opens
     page = render(f"{app_url}/pool/dashboard", tmp_path / "profile", seconds=7)
     assert int(page.first("body")["data-polls"]) >= 3
     card = page.first("section", data_pool="default")
@@ -133,3 +135,29 @@ def test_a_missing_chromium_fails_the_suite_with_an_install_hint(monkeypatch: py
     monkeypatch.setenv("PATH", "")
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
         chromium()
+
+
+def test_a_page_opened_after_an_exhaustion_shows_what_led_to_it(app_url: str, held: None, tmp_path: Path) -> None:
+    # The incident happens before the page is opened: every connection held, acquires timing out (after 0.5 s).
+    httpx.post(f"{app_url}/hold", params={"n": _dashboard_app.MAXSIZE}, timeout=10).raise_for_status()
+    httpx.post(f"{app_url}/load", params={"tasks": 3, "seconds": 3}, timeout=10).raise_for_status()
+    time.sleep(4)
+    httpx.post(f"{app_url}/release", timeout=10).raise_for_status()
+    page = render(f"{app_url}/pool/dashboard", tmp_path / "profile", seconds=3)
+    card = page.first("section", data_pool="default")
+    # The last minute, from the process's own history: the timeouts, and their wait in the latency.
+    assert int(card["data-timeouts-minute"]) >= 1
+    assert float(card["data-p99-minute"]) >= 0.25
+    chart = page.first("canvas", **{"class": "connections"})
+    assert int(chart["data-oldest"]) >= 4  # samples from before the page was opened
+    assert int(chart["data-points"]) >= 4
+    assert float(chart["data-busy-peak"]) >= _dashboard_app.MAXSIZE - 0.5  # the held connections, as "busy"
+    rate = page.first("canvas", **{"class": "rate"})
+    assert int(rate["data-points"]) >= 4
+
+
+def test_head_answers_under_uvicorn_without_a_body(app_url: str) -> None:
+    for path in ("/pool/live", "/pool/health", "/pool/dashboard"):
+        response = httpx.head(f"{app_url}{path}", timeout=10)
+        assert (response.status_code, response.content) == (200, b""), path
+        assert int(response.headers["content-length"]) > 0  # the length the GET's body has

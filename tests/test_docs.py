@@ -9,8 +9,7 @@ How to write an example (the convention this test enforces; docs/testing.md repe
 
   * it defines test functions (``def test_...`` / ``async def test_...``): pytest runs the block, with
     ``FASTAPI_MYSQLPOOL_TEST_DSN`` also set to the session's server (so ``mysql_server``/``mysql_dsn`` reuse it)
-    and ``asyncio_mode=auto``; every test must pass, and warnings are errors, except the server notes that
-    aiomysql re-raises as ``pymysql.err.Warning`` (``CREATE TABLE IF NOT EXISTS`` on an existing table);
+    and ``asyncio_mode=auto``; every test must pass, and every warning is an error;
   * it defines a module-level ``app``: the block is imported as a module (an ``if __name__ == "__main__":``
     runner does not start), the app's lifespan runs, and every GET route without path parameters is requested;
     no answer may be a 5xx;
@@ -173,7 +172,7 @@ def test_python_example_runs(example: Example, mysql_dsn: str, tmp_path: Path) -
     if kind == "pytest":
         env["FASTAPI_MYSQLPOOL_TEST_DSN"] = mysql_dsn
         argv = [
-            "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "-W", "ignore::pymysql.err.Warning",
+            "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
             "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function", str(script),
         ]  # fmt: skip
     elif kind == "app":

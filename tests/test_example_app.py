@@ -16,6 +16,7 @@ import pymysql
 import pytest
 
 from example_app import create_app
+from example_app.app import MAX_QUANTITY
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._fastapi_support import serve
 from tests._uvicorn import ROOT, free_port
@@ -109,6 +110,51 @@ async def test_transfer_moves_stock_between_two_rows_atomically(bookstore: httpx
     assert (await bookstore.put(f"/stores/{north['id']}/stock/999999", json={"quantity": 1})).status_code == 404
 
 
+async def test_a_transfer_of_a_book_that_does_not_exist_is_a_404(bookstore: httpx.AsyncClient) -> None:
+    north = (await bookstore.post("/stores", json={"name": "North"})).json()
+    south = (await bookstore.post("/stores", json={"name": "South"})).json()
+    move = {"book_id": 999_999, "from_store_id": north["id"], "to_store_id": south["id"], "quantity": 1}
+    missing = await bookstore.post("/transfers", json=move)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "no book 999999"})
+    # A book that exists but that the store does not stock is a conflict with the stock held, not a 404.
+    book = await add_book(bookstore, BOOK["isbn"])
+    unstocked = await bookstore.post("/transfers", json={**move, "book_id": book["id"]})
+    assert (unstocked.status_code, unstocked.json()) == (
+        409,
+        {"detail": f"store {north['id']} has 0 of book {book['id']}"},
+    )
+
+
+async def test_a_transfer_that_would_overflow_the_stock_is_a_409_and_changes_nothing(
+    bookstore: httpx.AsyncClient,
+) -> None:
+    book = await add_book(bookstore, BOOK["isbn"])
+    north = (await bookstore.post("/stores", json={"name": "North"})).json()
+    south = (await bookstore.post("/stores", json={"name": "South"})).json()
+    for store, quantity in ((north, 10), (south, MAX_QUANTITY - 5)):
+        stocked = await bookstore.put(f"/stores/{store['id']}/stock/{book['id']}", json={"quantity": quantity})
+        assert stocked.status_code == 200, stocked.text
+    move = {"book_id": book["id"], "from_store_id": north["id"], "to_store_id": south["id"], "quantity": 6}
+    overflow = await bookstore.post("/transfers", json=move)
+    assert overflow.status_code == 409, overflow.text
+    assert overflow.json() == {
+        "detail": f"store {south['id']} cannot hold {MAX_QUANTITY + 1} of book {book['id']} (at most {MAX_QUANTITY})"
+    }
+    for store, quantity in ((north, 10), (south, MAX_QUANTITY - 5)):
+        lines = (await bookstore.get(f"/stores/{store['id']}/stock")).json()
+        assert [line["quantity"] for line in lines] == [quantity]
+    # Up to the limit still moves.
+    moved = await bookstore.post("/transfers", json={**move, "quantity": 5})
+    assert moved.json() == {"book_id": book["id"], "from_quantity": 5, "to_quantity": MAX_QUANTITY}
+
+
+async def test_unicode_titles_round_trip(bookstore: httpx.AsyncClient) -> None:
+    # The throwaway server runs utf8mb4, as production MySQL 8 and Debian's MariaDB do: 4-byte characters too.
+    book = await add_book(bookstore, BOOK["isbn"], title="日本語の本 📚", author="Łukasz Żółć")
+    fetched = (await bookstore.get(f"/books/{book['id']}")).json()
+    assert (fetched["title"], fetched["author"]) == ("日本語の本 📚", "Łukasz Żółć")
+
+
 async def test_pool_router_is_mounted(bookstore: httpx.AsyncClient) -> None:
     assert (await bookstore.get("/pool/health")).status_code == 200
     stats = (await bookstore.get("/pool/stats")).json()["pools"]["default"]
@@ -184,3 +230,64 @@ def test_python_m_example_app_starts_a_throwaway_mariadb_and_removes_it_on_ctrl_
     port = int(database_line.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # the throwaway server is gone
+
+
+def test_python_m_example_app_says_where_it_serves_only_once_the_port_is_bound(
+    mysql_server: MySQLServer | ExternalServer,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSQLPOOL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "example_app", "--port", "0"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": mysql_server.dsn, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("Bookstore serving on http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:", 1)[1].split()[0])
+        # The moment the line is printed, the port accepts connections: nothing is refused.
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        assert httpx.get(f"http://127.0.0.1:{port}/pool/live", timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+
+
+def test_python_m_example_app_on_a_port_in_use_fails_saying_how_to_choose_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "example_app", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": "mysql://app:pw@127.0.0.1:1/app", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "make run PORT=8080" in result.stderr
+    assert "serving on" not in result.stdout
+
+
+def test_make_run_takes_the_port_and_installs_only_what_serving_needs() -> None:
+    plan = subprocess.run(
+        ["make", "-n", "-B", "run", "PORT=8123", "VENV=/nonexistent-venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "-m example_app --host 127.0.0.1 --port 8123" in plan
+    assert "pip install -q -e '.[example]'" in plan
+    assert ".[dev" not in plan and "docs" not in plan

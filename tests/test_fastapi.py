@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -349,8 +350,11 @@ async def test_startup_fails_clearly_when_the_database_is_unreachable() -> None:
         async with serve(app):
             pass
     message = str(failed.value)
-    assert "cannot open MySQL pool 'default'" in message
-    assert f"mysql://app:***@127.0.0.1:{dsn.rsplit(':', 1)[1].split('/')[0]}/app" in message
+    port = dsn.rsplit(":", 1)[1].split("/")[0]
+    # One name for the pool, the one its own errors, logs and stats use: not the lifespan's key "default" as well.
+    assert f"cannot open MySQL pool '127.0.0.1:{port}/app' at mysql://app:***@127.0.0.1:{port}/app" in message
+    assert f"pool '127.0.0.1:{port}/app' could not open" in message
+    assert "'default'" not in message
     assert "secret-pw" not in message
 
 
@@ -421,6 +425,32 @@ async def test_invalid_environment_value_names_the_option(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MYSQLPOOL_MAXSIZE", "lots")
     with pytest.raises(ValueError, match="'maxsize' in the environment \\(MYSQLPOOL_\\*\\): 'lots'"):
+        async with mp.mysql_lifespan(mysql_dsn):
+            pass
+
+
+async def test_a_misspelt_environment_option_fails_startup_naming_the_closest(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MYSQLPOOL_MAXSISE", "5")
+    with pytest.raises(
+        ValueError,
+        match=r"unknown pool option 'MYSQLPOOL_MAXSISE' in the environment \(did you mean 'MYSQLPOOL_MAXSIZE'\?\)",
+    ):
+        async with mp.mysql_lifespan(mysql_dsn):
+            pass
+
+
+async def test_a_misspelt_option_in_the_dotenv_file_fails_startup_naming_the_closest(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MYSQLPOOL_MINSIZE=1\nmysqlpool_acquire_timout=2\n")
+    with pytest.raises(
+        ValueError,
+        match=r"'mysqlpool_acquire_timout' in the \.env file \(did you mean 'MYSQLPOOL_ACQUIRE_TIMEOUT'\?\)",
+    ):
         async with mp.mysql_lifespan(mysql_dsn):
             pass
 
@@ -613,3 +643,28 @@ async def test_installed_handlers_answer_a_lost_connection_with_503(mysql_dsn: s
         assert lost.status_code == 503
         assert lost.headers["retry-after"]
         assert (await client.get("/typo")).status_code == 500  # a bug stays a bug: the app's 500 path
+
+
+async def test_the_documented_schema_pattern_starts_twice_under_warnings_as_errors(mysql_dsn: str) -> None:
+    # pytest runs this with filterwarnings = error: a server note re-raised as pymysql.err.Warning would fail it.
+    @asynccontextmanager
+    async def create_schema(app: FastAPI) -> AsyncIterator[None]:
+        async with database.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("DROP TABLE IF EXISTS fastapi_schema_twice_missing")
+            await cur.execute("CREATE TABLE IF NOT EXISTS fastapi_schema_twice (id INT PRIMARY KEY, note TEXT)")
+        yield
+
+    database = mp.mysql_lifespan(mysql_dsn, lifespan=create_schema)
+    app = FastAPI(lifespan=database)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # the second start finds the table: the server answers with a note
+            async with serve(app):
+                pass
+    assert [str(w.message) for w in caught] == []
+    # Real warnings are still reported: a value out of range, accepted because of a non-strict sql_mode.
+    async with database, database.pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("CREATE TEMPORARY TABLE fastapi_schema_small (n TINYINT)")
+        await cur.execute("SET SESSION sql_mode = ''")
+        with pytest.warns(pymysql.err.Warning, match="Out of range value"):
+            await cur.execute("INSERT INTO fastapi_schema_small VALUES (1000)")

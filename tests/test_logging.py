@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from tests._fastapi_support import closed_port
+from tests._uvicorn import ROOT, free_port
 from tests.conftest import PoolFactory
 
 LOGGER = "fastapi_mysqlpool"
@@ -224,3 +232,64 @@ async def test_connections_still_in_use_at_shutdown_are_terminated_with_a_warnin
     (terminate,) = logs("terminate")
     assert terminate.levelno == logging.WARNING
     assert terminate.in_use == 1  # type: ignore[attr-defined]
+
+
+_APP = """
+from fastapi import FastAPI
+
+import fastapi_mysqlpool as mp
+
+dsn = "mysql://app:Secret-pw@127.0.0.1:{port}/app"
+app = FastAPI(lifespan=mp.mysql_lifespan(dsn, wait_open=False, backoff_max=0.05))
+"""
+_TIMESTAMPED = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING fastapi_mysqlpool: pool 127\.0\.0\.1:\d+/app: "
+)
+
+
+def _connect_failures(tmp_path: Path, argv: list[str], script: str = _APP) -> list[str]:
+    """The "connect failed" lines of a uvicorn (or script) run of an app whose database refuses connections."""
+    (tmp_path / "app.py").write_text(script.format(port=closed_port()), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len([line for line in lines if "connect failed" in line]) < 3:
+            assert time.monotonic() < deadline, "no connect failure logged within 60 s:\n" + "".join(lines)
+            line = proc.stdout.readline()
+            assert line, "the process ended early:\n" + "".join(lines)
+            lines.append(line)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert not any("Secret-pw" in line for line in lines)
+    return [line.rstrip("\n") for line in lines if "connect failed" in line]
+
+
+def test_under_uvicorns_default_logging_the_pools_lines_have_time_and_level(tmp_path: Path) -> None:
+    port = free_port()
+    failures = _connect_failures(tmp_path, ["-m", "uvicorn", "app:app", "--port", str(port)])
+    assert all(_TIMESTAMPED.match(line) for line in failures), failures
+
+
+def test_once_the_application_configures_logging_its_format_applies_and_no_line_is_doubled(tmp_path: Path) -> None:
+    script = (
+        _APP
+        + """
+import logging
+import uvicorn
+
+logging.basicConfig(format="configured %(levelname)s %(message)s")
+uvicorn.run(app, port={free})
+"""
+    )
+    failures = _connect_failures(tmp_path, ["app.py"], script.replace("{free}", str(free_port())))
+    assert all(line.startswith("configured WARNING pool 127.0.0.1:") for line in failures), failures

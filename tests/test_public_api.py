@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import pickle
 import pkgutil
+import traceback
 
 import pytest
 
@@ -91,6 +93,18 @@ def test_timeout_is_a_pool_error_and_a_builtin_timeout() -> None:
     assert issubclass(mp.PoolTimeout, mp.PoolError)
     assert issubclass(mp.PoolTimeout, TimeoutError)
     assert issubclass(mp.PoolClosed, mp.PoolError)
+
+
+def test_public_classes_are_named_after_the_public_module() -> None:
+    classes = [getattr(mp, name) for name in mp.__all__ if isinstance(getattr(mp, name), type)]
+    assert {cls.__name__ for cls in classes} >= {"Pool", "PoolError", "PoolTimeout", "PoolClosed", "TooManyWaiters"}
+    assert [cls for cls in classes if cls.__module__ != "fastapi_mysqlpool"] == []
+    # What a traceback's last line shows, and what the docs write.
+    assert traceback.format_exception_only(mp.PoolTimeout("no connection")) == [
+        "fastapi_mysqlpool.PoolTimeout: no connection\n"
+    ]
+    assert repr(mp.PoolError) == "<class 'fastapi_mysqlpool.PoolError'>"
+    assert pickle.loads(pickle.dumps(mp.PoolClosed("closed"))).args == ("closed",)
 
 
 def test_version_matches_the_installed_distribution() -> None:

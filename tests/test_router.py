@@ -87,4 +87,32 @@ async def test_metrics_endpoint_exports_the_lifespan_pools(mysql_dsn: str) -> No
 
 def test_router_serves_its_endpoints_under_pool() -> None:
     paths: dict[str, Any] = {route.path: route for route in mp.pool_router.routes}  # type: ignore[attr-defined]
-    assert set(paths) == {"/pool/stats", "/pool/health", "/pool/live", "/pool/metrics", "/pool/dashboard"}
+    assert set(paths) == {
+        "/pool/stats",
+        "/pool/history",
+        "/pool/health",
+        "/pool/live",
+        "/pool/metrics",
+        "/pool/dashboard",
+    }
+
+
+async def test_head_answers_like_get_without_a_body(mysql_dsn: str) -> None:
+    app = app_with_router(mp.mysql_lifespan(mysql_dsn))
+    async with serve(app) as client:
+        for path in ("/pool/live", "/pool/health", "/pool/dashboard"):
+            get, head = await client.get(path), await client.head(path)
+            assert (head.status_code, head.content) == (200, b""), path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+            assert head.headers["cache-control"] == get.headers["cache-control"], path
+    # The HEAD routes stay out of the schema: a second operation per path would repeat the GET's operationId.
+    operations = {path: set(ops) for path, ops in app.openapi()["paths"].items()}
+    assert operations["/pool/live"] == operations["/pool/health"] == {"get"}
+
+
+async def test_head_on_health_fails_while_the_database_is_unreachable() -> None:
+    dsn = f"mysql://app:secret-pw@127.0.0.1:{closed_port()}/app"
+    async with serve(app_with_router(mp.mysql_lifespan(dsn, wait_open=False))) as client:
+        health, live = await client.head("/pool/health"), await client.head("/pool/live")
+    assert (health.status_code, health.content) == (503, b"")
+    assert live.status_code == 200

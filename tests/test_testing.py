@@ -403,3 +403,69 @@ def test_interrupt_during_datadir_initialisation_leaves_nothing(scratch: Path) -
     # An orphaned bootstrap would keep writing for a moment after its parent is gone.
     time.sleep(1)
     assert_nothing_left(scratch)
+
+
+def _connect(server: MySQLServer, **kwargs: Any) -> pymysql.connections.Connection:
+    """pymysql on the app's account (connect_kwargs are aiomysql's, which still say ``db``)."""
+    params = dict(server.connect_kwargs)
+    params["database"] = params.pop("db")
+    return pymysql.connect(**params, **kwargs)
+
+
+def _own_server(mysql_server: MySQLServer | ExternalServer) -> MySQLServer:
+    if not isinstance(mysql_server, MySQLServer):
+        pytest.fail("this test checks the throwaway server's own set-up: run it without FASTAPI_MYSQLPOOL_TEST_DSN")
+    return mysql_server
+
+
+def test_the_throwaway_server_runs_utf8mb4_like_production(mysql_server: MySQLServer | ExternalServer) -> None:
+    server = _own_server(mysql_server)
+    conn = _connect(server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@character_set_server, @@character_set_database, @@character_set_connection")
+            assert cur.fetchone() == ("utf8mb4", "utf8mb4", "utf8mb4")
+            cur.execute("CREATE TEMPORARY TABLE testing_unicode (text VARCHAR(20))")
+            cur.execute("INSERT INTO testing_unicode VALUES (%s)", ("日本語 📚",))
+            cur.execute("SELECT text FROM testing_unicode")
+            assert cur.fetchone() == ("日本語 📚",)
+    finally:
+        conn.close()
+
+
+def test_another_character_set_can_be_chosen() -> None:
+    with MySQLServer(charset="latin1") as server:
+        conn = _connect(server)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@character_set_server, @@character_set_database")
+                assert cur.fetchone() == ("latin1", "latin1")
+        finally:
+            conn.close()
+
+
+def test_the_app_user_has_rights_on_its_own_database_only(mysql_server: MySQLServer | ExternalServer) -> None:
+    server = _own_server(mysql_server)
+    conn = _connect(server, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GRANTS")
+            grants = [row[0] for row in cur.fetchall()]
+            assert any(f"ON `{server.db}`.*" in grant for grant in grants), grants
+            assert not any("ON *.*" in grant and "USAGE" not in grant for grant in grants), grants
+            # An administrator's powers stay with the administrator.
+            for statement in ("SET GLOBAL max_connections = 501", "CREATE DATABASE testing_other"):
+                with pytest.raises(pymysql.err.OperationalError) as denied:
+                    cur.execute(statement)
+                assert denied.value.args[0] in (1044, 1227), denied.value
+            cur.execute("CREATE TABLE IF NOT EXISTS testing_own (id INT)")  # its own database: anything goes
+            cur.execute("DROP TABLE testing_own")
+    finally:
+        conn.close()
+    admin = pymysql.connect(**server.root_connect_kwargs(), autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT @@max_connections")
+            assert cur.fetchone() == (500,)
+    finally:
+        admin.close()
