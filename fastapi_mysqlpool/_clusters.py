@@ -8,6 +8,7 @@ each node's own `MySQLServer.dsn` reaches it alone.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import subprocess
@@ -46,19 +47,22 @@ def galera_provider() -> str:
     raise MySQLServerError(f"no Galera provider (libgalera_smm.so) in {', '.join(_GALERA_PROVIDERS)}.\n{_GALERA_HINT}")
 
 
-def _query(node: MySQLServer, sql: str, *more: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-    """Run statements as root over the node's unix socket, in one session, and return the last one's rows.
+Statement = str | tuple[str, Sequence[Any]]
 
-    ``args`` go to the first statement.
+
+def _query(node: MySQLServer, *statements: Statement) -> list[dict[str, Any]]:
+    """Run statements (SQL, or SQL and its arguments) as root over the node's unix socket, in one session.
+
+    Returns the last one's rows.
     """
     conn = pymysql.connect(
         **node.root_connect_kwargs(), autocommit=True, connect_timeout=5, cursorclass=pymysql.cursors.DictCursor
     )
     try:
         with conn.cursor() as cur:
-            cur.execute(sql, args)
-            for statement in more:
-                cur.execute(statement)
+            for statement in statements:
+                sql, args = (statement, None) if isinstance(statement, str) else statement
+                cur.execute(sql, args)
             return list(cur.fetchall())
     finally:
         conn.close()
@@ -72,7 +76,7 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
-class _Cluster:
+class _Cluster(abc.ABC):
     """What both kinds of cluster share: their nodes, the faults on one node, the DSNs and the life cycle."""
 
     def __init__(self, *, user: str, password: str | None, db: str) -> None:
@@ -104,7 +108,7 @@ class _Cluster:
 
     def query(self, i: int, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run ``sql`` on node ``i`` as root (for administration and assertions) and return its rows as dicts."""
-        return _query(self.node(i), sql, args=args)
+        return _query(self.node(i), (sql, args) if args is not None else sql)
 
     def kill(self, i: int) -> None:
         """SIGKILL node ``i``: a crash. `restart()` brings it back."""
@@ -159,8 +163,9 @@ class _Cluster:
         if errors:
             raise errors[0]
 
+    @abc.abstractmethod
     def start(self: _C) -> _C:
-        raise NotImplementedError
+        """Start every node; returns the cluster once it is ready."""
 
     def __enter__(self: _C) -> _C:
         return self.start()
@@ -245,13 +250,19 @@ class ReplicaSet(_Cluster):
         def start() -> None:
             for node in self.nodes:
                 node.start()
-            # Replicated, so that any node can be a primary later. Every node created the app's account itself,
-            # outside its binary log: the replicas start from the primary's first transaction, this one.
+                # Like a real application's account, the app's obeys read_only: ALL PRIVILEGES includes the one
+                # that exempts it (MariaDB 10.11). Every node created the account outside its binary log, and
+                # changes it there too.
+                _query(
+                    node,
+                    "SET SESSION sql_log_bin = 0",
+                    ("REVOKE READ_ONLY ADMIN ON *.* FROM %s@'%%', %s@'localhost'", (self.user, self.user)),
+                )
+            # Replicated, so that any node can be a primary later: the replicas start from this transaction.
             _query(
                 self.nodes[0],
-                "CREATE USER 'repl'@'%%' IDENTIFIED BY %s",
+                ("CREATE USER 'repl'@'%%' IDENTIFIED BY %s", (self._repl_password,)),
                 "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
-                args=(self._repl_password,),
             )
             for i in range(1, len(self.nodes)):
                 self._replicate(i)
@@ -348,13 +359,15 @@ class ReplicaSet(_Cluster):
 
     def _replicate(self, i: int) -> None:
         primary = self.primary
-        self.query(i, "STOP SLAVE")
         _query(
             self.nodes[i],
-            "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = 'repl', MASTER_PASSWORD = %s, "
-            "MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+            "STOP SLAVE",
+            (
+                "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = 'repl', MASTER_PASSWORD = %s, "
+                "MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+                (primary.host, primary.port, self._repl_password),
+            ),
             "START SLAVE",
-            args=(primary.host, primary.port, self._repl_password),
         )
 
     def _demote(self, i: int) -> None:

@@ -44,15 +44,33 @@ import pymysql
 if TYPE_CHECKING:
     import httpx
 
+    from ._clusters import GaleraCluster, ReplicaSet, galera_provider
+
 __all__ = [
     "EXTERNAL_DSN_ENV",
     "AppStartupFailed",
     "ExternalServer",
+    "GaleraCluster",
     "MySQLServer",
     "MySQLServerError",
+    "ReplicaSet",
+    "galera_provider",
     "lifespan_client",
     "server_binaries",
 ]
+
+_CLUSTERS = ("GaleraCluster", "ReplicaSet", "galera_provider")
+
+
+def __getattr__(name: str) -> Any:
+    # The clusters are built of MySQLServer nodes: imported on first use, so that either module may be imported
+    # first without a circular import.
+    if name in _CLUSTERS:
+        from . import _clusters
+
+        return getattr(_clusters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Point the shared ``mysql_server`` fixture at an existing server instead of starting one.
 EXTERNAL_DSN_ENV = "FASTAPI_MYSQLPOOL_TEST_DSN"
