@@ -156,6 +156,8 @@ class _Cluster(abc.ABC):
         errors: list[BaseException] = []
         for node in self.nodes:
             try:
+                # The data goes with the datadir: a clean shutdown, node by node leaving the cluster, is only slower.
+                node.kill()
                 node.stop()
             except Exception as exc:  # stop the others first, then report
                 errors.append(exc)
@@ -428,6 +430,7 @@ class GaleraCluster(_Cluster):
         self._os_user = os_user if os_user is not None else ("mysql" if os.geteuid() == 0 else None)
         self._ready_timeout = ready_timeout
         self.cluster_name = f"mysqlpool-{os.urandom(4).hex()}"
+        self._isolated: set[int] = set()
 
     def start(self) -> GaleraCluster:
         """Bootstrap node 0, join the others one by one, and return once every node is synced."""
@@ -477,21 +480,33 @@ class GaleraCluster(_Cluster):
     # ------------------------------------------------------------------- state
 
     def status(self, i: int) -> dict[str, str]:
-        """Node ``i``'s ``wsrep_ready``, ``wsrep_local_state``, ``wsrep_cluster_status`` and ``wsrep_cluster_size``."""
+        """Node ``i``'s ``wsrep_ready``, ``wsrep_local_state``, ``wsrep_cluster_status``, ``wsrep_cluster_size``
+        and ``wsrep_cluster_conf_id`` (the view it is in)."""
         rows = self.query(
             i,
-            "SHOW GLOBAL STATUS WHERE Variable_name IN "
-            "('wsrep_ready', 'wsrep_local_state', 'wsrep_cluster_status', 'wsrep_cluster_size')",
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_local_state', "
+            "'wsrep_cluster_status', 'wsrep_cluster_size', 'wsrep_cluster_conf_id')",
         )
         return {row["Variable_name"].lower(): str(row["Value"]) for row in rows}
 
     def wait_synced(self, *nodes: int, timeout: float = 30.0) -> None:
-        """Wait until the given nodes (by default every running one) are Synced members of the primary component."""
-        for i in nodes or [j for j in range(len(self.nodes)) if self._alive(j)]:
+        """Wait until the given nodes (by default every one up) are Synced members of the cluster's current view.
+
+        The view matters: a node resumed after a pause still believes in the view it was paused in, until it
+        learns that the others went on without it and rejoins.
+        """
+        members = [j for j in range(len(self.nodes)) if self._alive(j) and j not in self._isolated]
+        for i in nodes or members:
 
             def synced(i: int = i) -> bool:
-                state = self.status(i)
-                return state.get("wsrep_local_state") == "4" and state.get("wsrep_cluster_status") == "Primary"
+                views = {j: self.status(j) for j in {i, *members}}
+                state = views[i]
+                return (
+                    state.get("wsrep_local_state") == "4"
+                    and state.get("wsrep_cluster_status") == "Primary"
+                    and state.get("wsrep_cluster_size") == str(len(members))
+                    and len({view.get("wsrep_cluster_conf_id") for view in views.values()}) == 1
+                )
 
             _wait_until(f"node {i} to be synced", synced, timeout)
 
@@ -509,6 +524,7 @@ class GaleraCluster(_Cluster):
         """Stop (or kill) node ``i`` and start it again; it rejoins by IST and this returns once it is synced."""
         node = self.node(i)
         self._paused.discard(i)
+        self._isolated.discard(i)  # a new process starts with the configured provider options
         if node.running and graceful:
             # A clean shutdown leaves the position in grastate.dat: nothing to recover.
             node.restart()
@@ -528,11 +544,13 @@ class GaleraCluster(_Cluster):
     def isolate(self, i: int) -> None:
         """Cut node ``i`` off from the others (``gmcast.isolate``): it loses quorum and answers 1047 on tables."""
         self.query(i, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
+        self._isolated.add(i)
         self.wait_status(i, "non-Primary")
 
     def rejoin(self, i: int) -> None:
         """Undo `isolate()`; returns once node ``i`` is synced again."""
         self.query(i, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'")
+        self._isolated.discard(i)
         self.wait_synced(i)
 
     # ----------------------------------------------------------------- internals
