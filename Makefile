@@ -25,10 +25,15 @@ docs: $(VENV)/.installed
 bench: server $(VENV)/.installed
 	$(PY) -m bench
 
+# The Galera clusters of the tests also need the galera-4 provider and rsync for their state transfers.
 server:
-	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && ! command -v mysqld >/dev/null 2>&1 && [ ! -x /usr/sbin/mysqld ]; then \
-		echo "Installing mariadb-server (the tests and the example app start throwaway servers from it)"; \
-		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q mariadb-server; \
+	@need=""; \
+	if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && ! command -v mysqld >/dev/null 2>&1 && [ ! -x /usr/sbin/mysqld ]; then need=" mariadb-server"; fi; \
+	if [ ! -e /usr/lib/galera/libgalera_smm.so ] && [ ! -e /usr/lib/libgalera_smm.so ]; then need="$$need galera-4"; fi; \
+	command -v rsync >/dev/null 2>&1 || need="$$need rsync"; \
+	if [ -n "$$need" ]; then \
+		echo "Installing$$need (the tests and the example app start throwaway servers and clusters from it)"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$need; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
