@@ -221,6 +221,7 @@ class ReplicaSet(_Cluster):
 
     @property
     def primary_index(self) -> int:
+        """The primary's index in `nodes`."""
         return self._primary
 
     @property
