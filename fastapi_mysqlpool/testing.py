@@ -438,6 +438,8 @@ class MySQLServer:
             raise
         if proc.returncode != 0:
             tail = "\n".join(output.splitlines()[-20:])
+            if run_as:
+                tail += f"\n(it runs as {self.os_user}: every directory above {datadir} must be searchable by it)"
             raise MySQLServerError(f"{flavor} datadir initialisation failed ({' '.join(cmd)}):\n{tail}")
 
     def _server_command(self, *extra_args: str) -> list[str]:

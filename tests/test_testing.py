@@ -384,6 +384,7 @@ def test_sigkill_of_the_starting_process_takes_its_server_along(scratch: Path) -
 @pytest.mark.parametrize("cluster", ["ReplicaSet(1)", "GaleraCluster(1)"])
 def test_sigkill_of_the_starting_process_takes_its_cluster_along(scratch: Path, cluster: str) -> None:
     # Galera nodes run as the mysql user when started by root: the signal must survive the change of account.
+    scratch.chmod(0o755)  # which must reach its datadir in here
     script = textwrap.dedent(
         f"""
         import time
