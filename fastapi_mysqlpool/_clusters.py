@@ -50,6 +50,12 @@ def galera_provider() -> str:
 Statement = str | tuple[str, Sequence[Any]]
 
 
+def _require_mariadb(what: str) -> None:
+    _, _, flavor = server_binaries()
+    if flavor != "mariadb":
+        raise MySQLServerError(f"{what} needs MariaDB: its replication statements are MariaDB's; found {flavor}")
+
+
 def _query(node: MySQLServer, *statements: Statement) -> list[dict[str, Any]]:
     """Run statements (SQL, or SQL and its arguments) as root over the node's unix socket, in one session.
 
@@ -245,6 +251,7 @@ class ReplicaSet(_Cluster):
         """Start the primary and the replicas, and return once every replica has replicated the account."""
         if self.nodes:
             return self
+        _require_mariadb("ReplicaSet")
         self.nodes = [
             self._new_node(self._node_args(i, read_only=i != 0), None, self._ready_timeout)
             for i in range(self._replica_count + 1)
@@ -438,7 +445,7 @@ class GaleraCluster(_Cluster):
         if self.nodes:
             return self
         provider = galera_provider()
-        server_binaries()
+        _require_mariadb("GaleraCluster")
         # Three ports per node besides the client port: group communication, IST and SST.
         ports = [(_free_port(), _free_port(), _free_port()) for _ in range(self._size)]
         members = ",".join(f"127.0.0.1:{gcomm}" for gcomm, _, _ in ports)

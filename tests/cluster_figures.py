@@ -1,11 +1,13 @@
 """Measure, against real clusters, what a single-host pool runs into beyond one server (issue 17's figures).
 
-Run it by hand, not in CI: ``python -m tests.cluster_figures`` (a few minutes). It prints one line per figure:
+Run it by hand, not in CI: ``python -m tests.cluster_figures [starts|promotion|quorum|connections ...]`` (all of
+them take a few minutes). It prints one line per figure:
 
 - how long a `ReplicaSet` and a `GaleraCluster` take to start;
 - a promoted replica set: what a client of the old primary sees while it is down (2003) and once it is back as a
   replica (1290 on writes);
-- a Galera node without quorum: connect, ping and ``SELECT 1`` still work, every table answers 1047;
+- a Galera node without quorum: connect, ping and ``SELECT 1`` still work, every table answers 1047; an app on it
+  with today's pool: what ``/pool/health``, a route reading a table and the pool's counters say;
 - a write in flight on a node whose peers vanish: how long it hangs, and how it fails;
 - stale reads on another Galera node, right after a write, without and with ``wsrep_sync_wait=1``;
 - connections beyond ``max_connections``: the server refuses them with 1040.
@@ -15,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomysql
 import pymysql
+from fastapi import FastAPI
 
-from fastapi_mysqlpool.testing import GaleraCluster, MySQLServer, ReplicaSet
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import GaleraCluster, MySQLServer, ReplicaSet, lifespan_client
 from tests._clusters import app_conn, scalar
 
 __all__ = ["main"]
@@ -87,6 +92,7 @@ async def quorum_loss() -> None:
                 connects += await scalar(conn, "SELECT 1")
                 failures += "1047" in await error_of(lambda conn=conn: scalar(conn, "SELECT COUNT(*) FROM app.figures"))
         report("quorum-less node in 2 s: connect+ping+SELECT 1", f"{connects} ok; table reads refused: {failures}")
+        await app_on(node)
         cluster.rejoin(2)
 
         # The write in flight: node 0's peers vanish (SIGSTOP) just as it commits.
@@ -111,6 +117,33 @@ async def quorum_loss() -> None:
             report(f"stale reads on node 2, wsrep_sync_wait={sync_wait}", f"{stale} of {STALE_TRIES}")
 
 
+async def app_on(node: MySQLServer) -> None:
+    """Today's single-host pool, in an app, on a quorum-less node: what health, a table route and stats say."""
+    app = FastAPI(lifespan=mp.mysql_lifespan(node.dsn, maxsize=5))
+    app.include_router(mp.pool_router)
+
+    @app.get("/rows")
+    async def rows(cur: mp.CursorDep) -> int:
+        await cur.execute("SELECT COUNT(*) FROM app.figures")
+        (count,) = await cur.fetchone()
+        return int(count)
+
+    async with lifespan_client(app) as client:
+        health = await client.get("/pool/health")
+        statuses: dict[int, int] = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            status = (await client.get("/rows")).status_code
+            statuses[status] = statuses.get(status, 0) + 1
+        stats = (await client.get("/pool/stats")).json()["pools"]["default"]
+    report("quorum-less node: /pool/health", f"{health.status_code} {health.json().get('status', '')}")
+    report("quorum-less node: table route for 5 s", ", ".join(f"{n} x {code}" for code, n in sorted(statuses.items())))
+    report(
+        "quorum-less node: pool over those 5 s",
+        f"created_total {stats['created_total']}, connect_errors_total {stats['connect_errors_total']}",
+    )
+
+
 async def too_many_connections() -> None:
     with MySQLServer(server_args=["--max-connections=25"]) as server:
         conns, refused = [], 0
@@ -124,13 +157,26 @@ async def too_many_connections() -> None:
         report("4 x 10 connections, max_connections=25", f"{len(conns)} opened, {refused} refused with 1040")
 
 
-def main() -> None:
+def starts() -> None:
     report("ReplicaSet() start", summary(start_times(ReplicaSet, 5)))
     report("GaleraCluster() start", summary(start_times(GaleraCluster, 3)))
-    asyncio.run(promotion())
-    asyncio.run(quorum_loss())
-    asyncio.run(too_many_connections())
+
+
+SECTIONS: dict[str, Callable[[], None]] = {
+    "starts": starts,
+    "promotion": lambda: asyncio.run(promotion()),
+    "quorum": lambda: asyncio.run(quorum_loss()),
+    "connections": lambda: asyncio.run(too_many_connections()),
+}
+
+
+def main(sections: list[str]) -> None:
+    """Measure the named sections (`SECTIONS`), or all of them."""
+    for name in sections or list(SECTIONS):
+        if name not in SECTIONS:
+            raise SystemExit(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+        SECTIONS[name]()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
