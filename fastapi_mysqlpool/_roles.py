@@ -185,7 +185,7 @@ async def _replication(query: Query, server_version: str) -> tuple[ReplicationSt
         return None, f"the account lacks the {privilege} privilege, so the replica's lag is unknown ({statement})"
     if not rows:
         return None, "read-only, but not replicating from any primary: its lag is unknown"
-    # Several rows on a multi-source replica: it is as far behind as its furthest connection.
+    # Several rows on a MySQL replica with several channels: it is as far behind as its furthest one.
     states = [_replication_state(status) for status in rows]
     lags = [state.seconds_behind for state in states]
     return (
