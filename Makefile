@@ -11,12 +11,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # apt-get without questions: CI runs it with no terminal and no stdin.
 APT_INSTALL := $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: run test server browser wrk python check docs bench
+.PHONY: run test server clusters browser wrk python check docs bench
 
 run: server $(VENV)/.installed-run
 	$(PY) -m example_app --host $(HOST) --port $(PORT)
 
-test: server browser wrk $(VENV)/.installed
+test: server clusters browser wrk $(VENV)/.installed
 	$(PY) -m pytest
 
 check: $(VENV)/.installed
@@ -34,6 +34,16 @@ server:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && ! command -v mysqld >/dev/null 2>&1 && [ ! -x /usr/sbin/mysqld ]; then \
 		echo "Installing mariadb-server (the tests and the example app start throwaway servers from it)"; \
 		$(APT_INSTALL) mariadb-server; \
+	fi
+
+# The Galera clusters of the tests need the galera-4 provider, and rsync for their state transfers.
+clusters: server
+	@need=""; \
+	if [ ! -e /usr/lib/galera/libgalera_smm.so ] && [ ! -e /usr/lib/libgalera_smm.so ]; then need="galera-4"; fi; \
+	command -v rsync >/dev/null 2>&1 || need="$$need rsync"; \
+	if [ -n "$$need" ]; then \
+		echo "Installing $$need (the test suite starts throwaway Galera clusters)"; \
+		$(APT_INSTALL) $$need; \
 	fi
 
 # The dashboard tests drive a real headless chromium. Debian names the package chromium, Ubuntu chromium-browser.

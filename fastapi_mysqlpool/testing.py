@@ -13,8 +13,12 @@ account of the machine's server, nothing left behind::
 For fault tests it can also `kill()` (SIGKILL), `pause()`/`resume()` (SIGSTOP/SIGCONT:
 a hung server) and `restart()` on the same port and datadir.
 
+`ReplicaSet` (a primary and GTID replicas) and `GaleraCluster` (a 3-node Galera cluster)
+are built of such servers, with the same faults and more (promotion, lag, quorum loss).
+
 Installing the package registers a pytest plugin with the fixtures ``mysql_server``,
-``mysql_dsn`` and ``private_mysql_server``.
+``mysql_dsn`` and ``private_mysql_server``, ``replica_set`` and ``private_replica_set``,
+``galera_cluster`` and ``private_galera_cluster``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -43,15 +48,33 @@ import pymysql
 if TYPE_CHECKING:
     import httpx
 
+    from ._clusters import GaleraCluster, ReplicaSet, galera_provider
+
 __all__ = [
     "EXTERNAL_DSN_ENV",
     "AppStartupFailed",
     "ExternalServer",
+    "GaleraCluster",
     "MySQLServer",
     "MySQLServerError",
+    "ReplicaSet",
+    "galera_provider",
     "lifespan_client",
     "server_binaries",
 ]
+
+_CLUSTERS = ("GaleraCluster", "ReplicaSet", "galera_provider")
+
+
+def __getattr__(name: str) -> Any:
+    # The clusters are built of MySQLServer nodes: imported on first use, so that either module may be imported
+    # first without a circular import.
+    if name in _CLUSTERS:
+        from . import _clusters
+
+        return getattr(_clusters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EXTERNAL_DSN_ENV = "FASTAPI_MYSQLPOOL_TEST_DSN"
 """The environment variable that points the shared ``mysql_server`` fixture at an existing server (by DSN)
@@ -168,6 +191,8 @@ class MySQLServer:
     - ``port``: a free port on 127.0.0.1 unless given.
     - ``ready_timeout``: how long `start()` waits for the server to answer.
     - ``server_args``: extra server options, e.g. ``["--wait-timeout=2"]``.
+    - ``os_user``: the operating-system account the server runs as (root only): the data directory is
+      handed over to it and the server started under it. By default, the current account.
 
     The server, its datadir and its socket are removed by `stop()`, by the context
     manager, at interpreter exit, and (on Linux) by the kernel if the starting process dies.
@@ -183,6 +208,7 @@ class MySQLServer:
         port: int | None = None,
         ready_timeout: float = 30.0,
         server_args: list[str] | None = None,
+        os_user: str | None = None,
     ) -> None:
         self.user = user
         self.password = password if password is not None else f"pw-{os.urandom(6).hex()}#@:/"
@@ -192,10 +218,12 @@ class MySQLServer:
         self.port = port or 0
         self.ready_timeout = ready_timeout
         self.server_args = list(server_args or [])
+        self.os_user = os_user
         self.startup_seconds: float | None = None
         self._datadir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
+        self._has_account = False
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -247,21 +275,28 @@ class MySQLServer:
 
     # ---------------------------------------------------------------- life cycle
 
+    def initialise(self, *, like: MySQLServer | None = None) -> MySQLServer:
+        """Create and initialise the data directory without starting the server; `start()` does it when needed.
+
+        With ``like``, copy that server's data directory, initialised and never started, instead: a fraction of
+        the time, for servers that start out identical (the nodes of a cluster). Initialising is most of a first
+        start, so the servers of a cluster prepare this way before each is started from the thread that is to
+        own it (the parent-death signal ties a server to the thread that started it).
+        """
+        if like is not None and (like._datadir is None or like._has_account or like._proc is not None):
+            raise MySQLServerError(f"initialise(like={like!r}): that server must be initialised and never started")
+        with self._lock:
+            self._initialise_once(like)
+        return self
+
     def start(self) -> MySQLServer:
         """Initialise a datadir (first time), start the server and wait until it answers."""
         with self._lock:
             if self.running:
                 return self
             began = time.monotonic()
-            first = self._datadir is None
-            if first:
-                self._datadir = Path(tempfile.mkdtemp(prefix="mysqlpool-"))
-                self._finalizer = weakref.finalize(self, _cleanup, self._datadir, None)
-                try:
-                    self._initialise()
-                except BaseException:
-                    self._remove_datadir()
-                    raise
+            first = not self._has_account
+            self._initialise_once()
             fixed_port = self.port != 0
             for attempt in range(3):
                 if not fixed_port:
@@ -282,6 +317,7 @@ class MySQLServer:
                     self._terminate(graceful=False)
                     self._remove_datadir()
                     raise
+                self._has_account = True
             self.startup_seconds = time.monotonic() - began
             return self
 
@@ -336,12 +372,52 @@ class MySQLServer:
             raise MySQLServerError("the server is not running")
         return self._proc
 
+    def _initialise_once(self, like: MySQLServer | None = None) -> None:
+        if self._datadir is not None:
+            return
+        self._datadir = Path(tempfile.mkdtemp(prefix="mysqlpool-"))
+        self._finalizer = weakref.finalize(self, _cleanup, self._datadir, None)
+        try:
+            if like is None:
+                self._initialise()
+            else:
+                self._copy_datadir(like.datadir)
+        except BaseException:
+            self._remove_datadir()
+            raise
+
+    def _run_as(self) -> dict[str, Any]:
+        """``Popen`` arguments that start a process under `os_user`."""
+        if self.os_user is None:
+            return {}
+        try:
+            account = pwd.getpwnam(self.os_user)
+        except KeyError:
+            raise MySQLServerError(f"os_user={self.os_user!r}: no such operating-system account") from None
+        if os.geteuid() not in (0, account.pw_uid):
+            raise MySQLServerError(f"os_user={self.os_user!r}: only root can start a server as another account")
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def _copy_datadir(self, source: Path) -> None:
+        datadir = self._require_datadir()
+        shutil.copytree(source / "data", datadir / "data", copy_function=_copy_sparse)
+        (datadir / "tmp").mkdir()
+        run_as = self._run_as()
+        if run_as:
+            for directory, _, files in os.walk(datadir):
+                for path in [directory, *(os.path.join(directory, name) for name in files)]:
+                    os.chown(path, run_as["user"], run_as["group"])
+
     def _initialise(self) -> None:
         server, install_db, flavor = server_binaries()
         datadir = self._require_datadir()
         data = datadir / "data"
         # A private tmpdir: concurrent bootstraps sharing /tmp collide on temporary table names.
         (datadir / "tmp").mkdir(exist_ok=True)
+        run_as = self._run_as()
+        if run_as:
+            for path in (datadir, datadir / "tmp"):
+                os.chown(path, run_as["user"], run_as["group"])
         if install_db is not None:
             cmd = [
                 install_db,
@@ -354,7 +430,7 @@ class MySQLServer:
             ]
         else:
             cmd = [server, "--no-defaults", "--initialize-insecure", f"--datadir={data}", f"--tmpdir={datadir / 'tmp'}"]
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and not run_as:
             cmd.append("--user=root")
         # Its own session, so that an interrupt kills the whole pipeline: mariadb-install-db is a shell script, and
         # killing it alone leaves its `mariadbd --bootstrap` writing into the datadir that start() then deletes.
@@ -366,6 +442,7 @@ class MySQLServer:
             text=True,
             start_new_session=True,
             preexec_fn=_preexec(),
+            **run_as,
         )
         try:
             output, _ = proc.communicate(timeout=120)
@@ -374,9 +451,12 @@ class MySQLServer:
             raise
         if proc.returncode != 0:
             tail = "\n".join(output.splitlines()[-20:])
+            if run_as:
+                tail += f"\n(it runs as {self.os_user}: every directory above {datadir} must be searchable by it)"
             raise MySQLServerError(f"{flavor} datadir initialisation failed ({' '.join(cmd)}):\n{tail}")
 
-    def _spawn_and_wait(self) -> None:
+    def _server_command(self, *extra_args: str) -> list[str]:
+        """The server's command line, `server_args` and then ``extra_args`` last (the last of an option wins)."""
         server, _, flavor = server_binaries()
         datadir = self._require_datadir()
         cmd = [
@@ -399,10 +479,19 @@ class MySQLServer:
         ]
         if flavor == "mysql":
             cmd += ["--mysqlx=OFF", "--innodb-redo-log-capacity=16M"]
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.os_user is None:
             cmd.append("--user=root")
+        return [*cmd, *extra_args]
+
+    def _spawn_and_wait(self) -> None:
+        datadir = self._require_datadir()
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_preexec()
+            self._server_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_preexec(),
+            **self._run_as(),
         )
         self._paused = False
         if self._finalizer is not None:
@@ -441,6 +530,9 @@ class MySQLServer:
         conn = pymysql.connect(**self.root_connect_kwargs(), connect_timeout=5, autocommit=True)
         try:
             with conn.cursor() as cur:
+                # Every server creates the account for itself: kept out of a binary log, it never replicates, so
+                # the nodes of a replica set start with the same, empty, GTID position.
+                cur.execute("SET SESSION sql_log_bin = 0")
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
                 for host in ("%", "localhost"):
                     cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (self.user, host, self.password))
@@ -465,6 +557,20 @@ class MySQLServer:
         if self._datadir is not None:
             shutil.rmtree(self._datadir, ignore_errors=True)
             self._datadir = None
+
+
+def _copy_sparse(source: str, target: str) -> str:
+    # A fresh datadir is mostly the zeros of an empty redo log: seeking over them writes 6 MB of its 110 MB.
+    chunk_size = 1 << 20
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(chunk_size):
+            if chunk.count(0) == len(chunk):
+                dst.seek(len(chunk), os.SEEK_CUR)
+            else:
+                dst.write(chunk)
+        dst.truncate()
+    shutil.copystat(source, target)
+    return target
 
 
 def _wait_for_state(pid: int, *, stopped: bool, timeout: float = 5.0) -> None:

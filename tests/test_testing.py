@@ -379,6 +379,32 @@ def test_sigkill_of_the_starting_process_takes_its_server_along(scratch: Path) -
     wait_for(lambda: not server_processes(scratch), "the orphaned server to die")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG exists on Linux only")
+@pytest.mark.usefixtures("child_env")
+@pytest.mark.parametrize("cluster", ["ReplicaSet(1)", "GaleraCluster(1)"])
+def test_sigkill_of_the_starting_process_takes_its_cluster_along(scratch: Path, cluster: str) -> None:
+    # Galera nodes run as the mysql user when started by root: the signal must survive the change of account.
+    scratch.chmod(0o755)  # which must reach its datadir in here
+    script = textwrap.dedent(
+        f"""
+        import time
+        from fastapi_mysqlpool.testing import GaleraCluster, ReplicaSet
+
+        cluster = {cluster}.start()
+        print(len(cluster.nodes), flush=True)
+        time.sleep({PATIENCE * 3})
+        """
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            nodes = int(parent.stdout.readline())
+            assert len(server_processes(scratch)) == nodes
+        finally:
+            parent.kill()
+    wait_for(lambda: not server_processes(scratch), "the orphaned cluster nodes to die")
+
+
 @pytest.mark.usefixtures("child_env")
 def test_interrupt_during_datadir_initialisation_leaves_nothing(scratch: Path) -> None:
     # The datadir's mysql/ appears while mariadb-install-db's bootstrap server is still writing into it.
