@@ -260,8 +260,14 @@ class ReplicaSet(_Cluster):
         def start() -> None:
             for node in self.nodes:
                 # The app's account has rights on its database only, so it obeys read_only, as a real
-                # application's account does. Every node creates it outside its binary log.
+                # application's account does; and it may read a replica's lag, as a pool routing reads
+                # must. Every node creates it outside its binary log.
                 node.start()
+                _query(
+                    node,
+                    "SET SESSION sql_log_bin = 0",
+                    ("GRANT SLAVE MONITOR ON *.* TO %s@'%%', %s@'localhost'", (self.user, self.user)),
+                )
             # Replicated, so that any node can be a primary later: the replicas start from this transaction.
             _query(
                 self.nodes[0],

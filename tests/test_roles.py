@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pymysql
 import pytest
 
 from fastapi_mysqlpool._roles import GaleraState, ReplicationState, ServerRole, probe_role
@@ -96,8 +97,13 @@ async def test_a_lagging_replica_and_a_stopped_one(private_replica_set: ReplicaS
 
 
 async def test_a_read_only_server_that_replicates_nothing_has_unknown_lag(private_mysql_server: MySQLServer) -> None:
-    async with app_conn(private_mysql_server) as conn, conn.cursor() as cur:
-        await cur.execute("SET GLOBAL read_only = ON")
+    admin = pymysql.connect(**private_mysql_server.root_connect_kwargs(), autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL read_only = ON")
+            cur.execute("GRANT SLAVE MONITOR ON *.* TO 'app'@'%', 'app'@'localhost'")
+    finally:
+        admin.close()
     role = await probe(private_mysql_server)
     assert role.role == "replica" and role.replication is None and role.lag is None
     assert role.lag_error is not None and "not replicating" in role.lag_error
