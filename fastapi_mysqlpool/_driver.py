@@ -38,6 +38,8 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
+from ._statement import session_sql, with_limit
+
 __all__ = ["COM_RESET_CONNECTION", "EOF_STATUS_TRACKED", "Connection", "is_clean", "is_disconnect", "session_dirty"]
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
@@ -100,14 +102,24 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     # Set once connected, when the stream reader has the buffer this relies on.
     _buffered_reads = False
     _field_cache: dict[tuple[Any, ...], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
+    #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
+    max_statement_time = 0.0
+    #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
+    statement_limit: float | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._field_cache = {}
 
+    @property
+    def is_mariadb(self) -> bool:
+        """Whether the server is MariaDB (else MySQL), from its handshake."""
+        return "mariadb" in str(self.server_version or "").lower()
+
     async def _connect(self) -> None:
         self._buffered_reads = False
         await super()._connect()
+        await self.apply_session_settings()
         reader = self._reader
         self._buffered_reads = (
             isinstance(getattr(reader, "_buffer", None), bytearray)
@@ -157,6 +169,20 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         waited: MysqlPacket = await super()._read_packet(packet_type)
         return waited
+
+    async def apply_session_settings(self) -> None:
+        """Set what the pool configures per session beyond aiomysql's arguments: the statement timeout.
+        Run after the handshake and again after COM_RESET_CONNECTION, which restores server defaults."""
+        if self.max_statement_time:
+            await super().query(session_sql(self.max_statement_time, self.is_mariadb))
+
+    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        limit = self.statement_limit
+        if limit is not None:
+            raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
+            sql = with_limit(raw, limit, self.is_mariadb)
+        affected: int = await super().query(sql, unbuffered)
+        return affected
 
     def _buffered_reader(self) -> Any:
         """The stream reader, when its buffer may be read synchronously; else None."""

@@ -3,7 +3,9 @@
     PoolError                      base of the pool's own errors
      ├── PoolTimeout               no connection within the acquire deadline (also a TimeoutError)
      ├── PoolClosed                acquire on a closed or closing pool
-     └── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+     ├── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+     ├── HookError                 a ``configure``, ``check`` or ``reset`` hook raised (or rejected a connection)
+     └── CommitOutcomeUnknown      the connection was lost during COMMIT: it may or may not have committed
 
 Errors from the server or the network are aiomysql's (``pymysql.err``): an
 ``OperationalError`` for wrong credentials or an unknown database, for instance. They
@@ -12,7 +14,7 @@ pass through unchanged, so existing ``except aiomysql.OperationalError`` code ke
 
 from __future__ import annotations
 
-__all__ = ["PoolClosed", "PoolError", "PoolTimeout", "TooManyWaiters"]
+__all__ = ["CommitOutcomeUnknown", "HookError", "PoolClosed", "PoolError", "PoolTimeout", "TooManyWaiters"]
 
 
 class PoolError(Exception):
@@ -33,3 +35,19 @@ class PoolClosed(PoolError):
 
 class TooManyWaiters(PoolError):
     """``max_waiting`` tasks are already queued; the acquire was rejected without waiting."""
+
+
+class HookError(PoolError):
+    """A lifecycle hook (``configure``, ``check`` or ``reset``) raised, or ``check`` returned False.
+
+    The message names the hook and the function; the hook's own exception is the ``__cause__``.
+    The connection it ran on is discarded.
+    """
+
+
+class CommitOutcomeUnknown(PoolError):
+    """The connection was lost while COMMIT was in flight, so the transaction may have committed.
+
+    Raised by `Pool.run_transaction`, which never reruns a transaction in that case: rerunning
+    one that did commit would apply it twice. The lost-connection error is the ``__cause__``.
+    """

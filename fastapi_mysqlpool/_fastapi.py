@@ -16,6 +16,10 @@ How a request gets its connection, and why it is given back where it is:
 - When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
   raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
+- `get_run_transaction` hands the handler ``pool.run_transaction`` bound to the app's pool, with the same 503
+  for a connection that cannot be had. A statement the server stopped at ``max_statement_time`` is answered
+  504 by `install_error_handlers`, a commit of unknown outcome 500 (without ``Retry-After``: retrying it blindly
+  could apply it twice).
 """
 
 from __future__ import annotations
@@ -37,15 +41,19 @@ from starlette.responses import JSONResponse, Response
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
-from ._errors import PoolClosed, PoolError, TooManyWaiters
+from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool
+from ._retry import Transaction
 from ._settings import MySQLPoolSettings, env_pool_options
+from ._statement import is_statement_timeout
 
 __all__ = [
+    "COMMIT_UNKNOWN_DETAIL",
     "DEFAULT_POOL",
     "RETRY_AFTER",
+    "STATEMENT_TIMEOUT_DETAIL",
     "STATE_KEY",
     "ConnDep",
     "CursorDep",
@@ -53,11 +61,14 @@ __all__ = [
     "MySQLLifespan",
     "PoolDep",
     "PoolDependencies",
+    "RunTransaction",
+    "RunTransactionDep",
     "TransactionDep",
     "get_conn",
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "get_run_transaction",
     "get_transaction",
     "install_error_handlers",
     "mysql_lifespan",
@@ -73,9 +84,15 @@ DEFAULT_POOL = "default"
 RETRY_AFTER = 1
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+#: What `get_run_transaction` gives a handler: ``await run(fn, retries=3)``, as ``pool.run_transaction``.
+RunTransaction = Callable[..., Awaitable[Any]]
 
 # What `pool.acquire()` raises when the database cannot serve the request right now.
 _UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+#: The 504 answer to a statement stopped by the server's statement timeout.
+STATEMENT_TIMEOUT_DETAIL = "The database statement took too long and was stopped."
+#: The 500 answer to a commit whose outcome is unknown.
+COMMIT_UNKNOWN_DETAIL = "The connection to the database was lost during the commit; its outcome is unknown."
 # Where FastAPI keeps the exit stack of a request's function-scoped dependencies.
 _FUNCTION_STACK = "fastapi_function_astack"
 
@@ -220,6 +237,14 @@ def _unavailable(exc: BaseException) -> tuple[str, dict[str, str]]:
     return reason, {"Retry-After": str(RETRY_AFTER)}
 
 
+def _is_connect_error(exc: BaseException) -> bool:
+    """A network error or a client-side MySQL error (2000-2999): what a failed connect raises."""
+    if isinstance(exc, OSError):
+        return True
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return isinstance(exc, pymysql.err.OperationalError) and code >= 2000
+
+
 def _function_scope(connection: HTTPConnection) -> AsyncExitStack:
     """FastAPI's exit stack for this request's function-scoped dependencies: it unwinds when the
     handler returns, before the response is sent, and receives the handler's exception."""
@@ -266,18 +291,29 @@ class PoolDependencies:
     - ``get_cursor`` / ``get_dict_cursor``: a cursor (tuples / dicts) on that connection.
     - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
       rolled back when the handler raises (``HTTPException`` included).
+    - ``get_run_transaction``: ``await run(fn, retries=3)``, the pool's `Pool.run_transaction`: a transaction
+      of its own (not the request's connection), rerun on deadlock; 503 when no connection can be had.
 
     Within one request they share one connection: a handler that asks for both a cursor and the transaction
     gets a cursor inside the transaction.
     """
 
-    __slots__ = ("get_conn", "get_cursor", "get_dict_cursor", "get_pool", "get_transaction", "name")
+    __slots__ = (
+        "get_conn",
+        "get_cursor",
+        "get_dict_cursor",
+        "get_pool",
+        "get_run_transaction",
+        "get_transaction",
+        "name",
+    )
 
     get_pool: Callable[[HTTPConnection], Awaitable[Pool]]
     get_conn: Callable[..., Awaitable[aiomysql.Connection]]
     get_cursor: Callable[..., Awaitable[aiomysql.Cursor]]
     get_dict_cursor: Callable[..., Awaitable[aiomysql.DictCursor]]
     get_transaction: Callable[..., Awaitable[aiomysql.Connection]]
+    get_run_transaction: Callable[..., Awaitable[RunTransaction]]
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -336,12 +372,29 @@ class PoolDependencies:
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
 
+        async def get_run_transaction(pool: Pool = Depends(get_pool)) -> RunTransaction:  # noqa: B008
+            async def run(fn: Transaction[Any], *, retries: int = 3, acquire_timeout: float | None = None) -> Any:
+                try:
+                    return await pool.run_transaction(fn, retries=retries, acquire_timeout=acquire_timeout)
+                except (PoolError, pymysql.err.OperationalError, OSError) as exc:
+                    # Only the acquire raises these as "unavailable": statement errors and a commit of
+                    # unknown outcome pass through to the app's handlers.
+                    if isinstance(exc, CommitOutcomeUnknown) or not (
+                        isinstance(exc, PoolError) or _is_connect_error(exc)
+                    ):
+                        raise
+                    reason, headers = _unavailable(exc)
+                    raise HTTPException(503, reason, headers) from exc
+
+            return run
+
         dependencies = {
             "get_pool": get_pool,
             "get_conn": get_conn,
             "get_cursor": get_cursor,
             "get_dict_cursor": get_dict_cursor,
             "get_transaction": get_transaction,
+            "get_run_transaction": get_run_transaction,
         }
         for attribute, fn in dependencies.items():
             fn.__name__ = attribute
@@ -369,12 +422,14 @@ get_conn = _default.get_conn
 get_cursor = _default.get_cursor
 get_dict_cursor = _default.get_dict_cursor
 get_transaction = _default.get_transaction
+get_run_transaction = _default.get_run_transaction
 
 PoolDep = Annotated[Pool, Depends(get_pool)]
 ConnDep = Annotated[aiomysql.Connection, Depends(get_conn)]
 CursorDep = Annotated[aiomysql.Cursor, Depends(get_cursor)]
 DictCursorDep = Annotated[aiomysql.DictCursor, Depends(get_dict_cursor)]
 TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
+RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
 
 
 # --------------------------------------------------------------------------- errors
@@ -382,7 +437,8 @@ TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
 
 def install_error_handlers(app: Starlette) -> None:
     """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
-    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``.
+    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``; a statement the server stopped at
+    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500.
 
     Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
     the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
@@ -396,6 +452,10 @@ def install_error_handlers(app: Starlette) -> None:
 
 
 async def _pool_error_response(request: Request, exc: Exception) -> Response:
+    if is_statement_timeout(exc):
+        return JSONResponse({"detail": STATEMENT_TIMEOUT_DETAIL}, status_code=504)
+    if isinstance(exc, CommitOutcomeUnknown):
+        return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
     if not isinstance(exc, PoolError) and not is_disconnect(exc):
         raise exc  # a statement-level error: the app's own 500 handling applies
     reason, headers = _unavailable(exc)

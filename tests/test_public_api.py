@@ -33,6 +33,11 @@ ADDITIONS = {
     # Errors and their classification
     "TooManyWaiters",
     "is_disconnect",
+    "HookError",
+    "CommitOutcomeUnknown",
+    "is_statement_timeout",
+    # Controls
+    "Hooks",
     # FastAPI
     "ConnDep",
     "CursorDep",
@@ -41,6 +46,9 @@ ADDITIONS = {
     "PoolDep",
     "PoolDependencies",
     "TransactionDep",
+    "RunTransaction",
+    "RunTransactionDep",
+    "get_run_transaction",
     "get_dict_cursor",
     "get_pool",
     "install_error_handlers",
