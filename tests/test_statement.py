@@ -109,3 +109,29 @@ def test_the_statement_text_each_server_needs() -> None:
     assert with_limit(b"SELECT 1", 0.25, mariadb=True) == b"SET STATEMENT max_statement_time=0.250000 FOR SELECT 1"
     assert with_limit(b"  select * from t", 2, mariadb=False) == b"  select /*+ MAX_EXECUTION_TIME(2000) */ * from t"
     assert with_limit(b"UPDATE t SET a = 1", 2, mariadb=False) == b"UPDATE t SET a = 1"  # MySQL limits SELECT only
+
+
+async def test_fastapi_answers_a_stopped_statement_with_504(mysql_dsn: str) -> None:
+    from fastapi import FastAPI
+
+    from fastapi_mysqlpool.testing import lifespan_client
+
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, max_statement_time=0.3))
+    mp.install_error_handlers(app)
+
+    @app.get("/slow")
+    async def slow(cur: mp.CursorDep) -> dict[str, str]:
+        await cur.execute("SELECT SLEEP(10)")
+        return {"detail": "unreachable"}
+
+    @app.get("/fast")
+    async def fast(cur: mp.CursorDep) -> dict[str, int]:
+        await cur.execute("SELECT 1")
+        (one,) = await cur.fetchone()
+        return {"one": one}
+
+    async with lifespan_client(app) as client:
+        answer = await client.get("/slow")
+        assert answer.status_code == 504
+        assert answer.json() == {"detail": "The database statement took too long and was stopped."}
+        assert (await client.get("/fast")).json() == {"one": 1}
