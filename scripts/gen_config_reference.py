@@ -103,7 +103,8 @@ _CODE_INTRO = """\
 ## Hooks and credentials (keyword arguments only)
 
 These take code, so they are given to `create_pool` or `mysql_lifespan` as keyword arguments, never in a DSN or
-an environment variable. A hook is an async `fn(conn)`; [How the pool works](pool.md#lifecycle-hooks) says when each one runs.
+an environment variable. A hook is an async `fn(conn)`; [How the pool works](pool.md#lifecycle-hooks) says when
+each one runs.
 
 | Argument | Meaning |
 |---|---|

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import fastapi_mysqlpool as mp
+from tests._reliability import wait_until
 from tests.conftest import PoolFactory
 
 
@@ -52,9 +53,7 @@ async def test_shrinking_under_load_retires_idle_first_then_returning_ones(make_
 async def test_raising_minsize_opens_connections(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=0, maxsize=5)
     pool.resize(minsize=3)
-    async with asyncio.timeout(5):
-        while pool.freesize < 3:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: pool.freesize >= 3, 5.0, "3 idle connections after raising minsize")
     assert pool.minsize == 3 and pool.stats()["minsize"] == 3
 
 
