@@ -118,8 +118,8 @@ def traced_classes(
             return self._traced(super()._open())
 
         async def __aenter__(self) -> aiomysql.Connection:
-            conn = await self._traced(self._pool._acquire(self._timeout, self._limit))
-            self._conn = conn  # type: ignore[misc]  # a slot of the base class
+            # The base class's fast path (a fresh idle connection) inside the span.
+            conn: aiomysql.Connection = await self._traced(super().__aenter__())
             return conn
 
     return TracedConnection, TracedAcquire
