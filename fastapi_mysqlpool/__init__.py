@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
-from ._errors import PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
+from ._errors import CommitOutcomeUnknown, HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._fastapi import (
     ConnDep,
     CursorDep,
@@ -17,26 +17,34 @@ from ._fastapi import (
     MySQLLifespan,
     PoolDep,
     PoolDependencies,
+    RunTransaction,
+    RunTransactionDep,
     TransactionDep,
     get_conn,
     get_cursor,
     get_dict_cursor,
     get_pool,
+    get_run_transaction,
     get_transaction,
     install_error_handlers,
     mysql_lifespan,
     pool_dependencies,
     pools_of,
 )
+from ._hooks import Hooks
 from ._pool import Pool
 from ._router import pool_router
+from ._statement import is_statement_timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConnDep",
     "CursorDep",
     "DictCursorDep",
+    "HookError",
+    "Hooks",
     "MySQLLifespan",
     "Pool",
     "PoolClosed",
@@ -46,6 +54,8 @@ __all__ = [
     "PoolMisuse",
     "PoolOptions",
     "PoolTimeout",
+    "RunTransaction",
+    "RunTransactionDep",
     "TooManyWaiters",
     "TransactionDep",
     "__version__",
@@ -54,9 +64,11 @@ __all__ = [
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "get_run_transaction",
     "get_transaction",
     "install_error_handlers",
     "is_disconnect",
+    "is_statement_timeout",
     "mask_dsn",
     "mysql_lifespan",
     "parse_dsn",

@@ -123,6 +123,26 @@ class PoolOptions:
         1.0, "Log a warning when an acquire waits longer than this many seconds. 0: off.", ">= 0", _non_negative
     )
 
+    max_statement_time: float = _opt(
+        0.0,
+        "Seconds the server lets one statement run before it stops it (MariaDB: every statement, error 1969; "
+        "MySQL: SELECT only, error 3024); the connection stays usable. Per acquire: "
+        "`acquire(max_statement_time=...)`. 0: no limit.",
+        ">= 0",
+        _non_negative,
+    )
+    tracing: bool = _opt(
+        False,
+        "Emit an OpenTelemetry span per acquire and per statement; needs the `opentelemetry` extra.",
+        "bool",
+    )
+    trace_statements: bool = _opt(
+        False,
+        "Put the statement text in query spans (`db.query.text`), with every literal replaced by `?`: "
+        "parameter values never appear.",
+        "bool",
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

@@ -4,37 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
-import aiomysql
-
 from ._config import PoolOptions, closest, parse_dsn, split_options
+from ._credentials import CONNECT_ARGUMENTS, check_sources
+from ._hooks import Hooks
 from ._pool import Pool
 
 __all__ = ["create_pool"]
 
-# What the pool may pass on to aiomysql.Connection: anything else is a misspelt option, caught in the call.
-_CONNECT_ARGUMENTS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop"}
+_HOOK_NAMES = frozenset(f.name for f in dataclasses.fields(Hooks))
 
 
 class _PoolOpener:
     """What `create_pool` returns: await it for a `Pool`, or use ``async with``."""
 
-    __slots__ = ("_connect_kwargs", "_options", "_pool")
+    __slots__ = ("_connect_kwargs", "_hooks", "_options", "_pool")
 
-    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any]) -> None:
+    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any], hooks: Hooks) -> None:
         self._options = options
         self._connect_kwargs = connect_kwargs
+        self._hooks = hooks
         self._pool: Pool | None = None
 
     def __await__(self) -> Generator[Any, None, Pool]:
         return self._open().__await__()
 
     async def _open(self) -> Pool:
-        pool = Pool(self._options, self._connect_kwargs)
+        pool = Pool(self._options, self._connect_kwargs, self._hooks)
         await pool._open()
         self._pool = pool
         return pool
@@ -67,15 +66,20 @@ def create_pool(
     - ``loop``: accepted for compatibility; the pool always uses the running loop.
     - ``dsn``: ``mysql://user:password@host:3306/db?maxsize=20``. Explicit keyword
       arguments win over the DSN's values.
+    - ``configure``, ``check``, ``reset``: lifecycle hooks, async ``fn(conn)`` (see `Hooks`).
+    - ``password``: a string, or a callable (plain or async) called for every new connection;
+      ``connect_args``: a callable returning connect arguments, likewise (rotating credentials).
     - ``**kwargs``: the pool's own options (see `PoolOptions`: ``acquire_timeout``,
-      ``max_waiting``, ``max_lifetime``, ...); everything else goes to ``aiomysql.connect``.
+      ``max_waiting``, ``max_lifetime``, ``max_statement_time``, ...); everything else goes
+      to ``aiomysql.connect``.
 
     Bad option values and malformed DSNs raise `ValueError` at once, naming the problem.
     """
+    hooks = Hooks(**{k: kwargs.pop(k) for k in _HOOK_NAMES & kwargs.keys()})
     pool_kwargs, connect_kwargs = split_options(kwargs)
-    unknown = sorted(connect_kwargs.keys() - _CONNECT_ARGUMENTS)
+    unknown = sorted(connect_kwargs.keys() - CONNECT_ARGUMENTS - {"connect_args"})
     if unknown:
-        hint = closest(unknown[0], [f.name for f in dataclasses.fields(PoolOptions)] + sorted(_CONNECT_ARGUMENTS))
+        hint = closest(unknown[0], [f.name for f in dataclasses.fields(PoolOptions)] + sorted(CONNECT_ARGUMENTS))
         raise ValueError(f"unknown option {unknown[0]!r}: neither a pool option nor an aiomysql.connect argument{hint}")
     for key, value in (("minsize", minsize), ("maxsize", maxsize), ("pool_recycle", pool_recycle)):
         if value is not None:
@@ -88,5 +92,10 @@ def create_pool(
     if echo:
         connect_kwargs["echo"] = True
     options = PoolOptions(**pool_kwargs)
+    check_sources(connect_kwargs)
+    if options.tracing:
+        from ._tracing import require_opentelemetry
+
+        require_opentelemetry()
     connect_kwargs.setdefault("connect_timeout", options.connect_timeout)
-    return _PoolOpener(options, connect_kwargs)
+    return _PoolOpener(options, connect_kwargs, hooks)

@@ -49,6 +49,8 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
+from ._statement import session_sql, with_limit
+
 __all__ = [
     "COM_RESET_CONNECTION",
     "EOF_STATUS_TRACKED",
@@ -135,6 +137,10 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     # A failure left the connection in a state nobody can know: it is never reused.
     _broken = False
     _password: Any
+    #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
+    max_statement_time = 0.0
+    #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
+    statement_limit: float | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -167,9 +173,15 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     def literal(self, obj: Any) -> str:
         return self.escape(obj)
 
+    @property
+    def is_mariadb(self) -> bool:
+        """Whether the server is MariaDB (else MySQL), from its handshake."""
+        return "mariadb" in str(self.server_version or "").lower()
+
     async def _connect(self) -> None:
         self._buffered_reads = False
         await super()._connect()
+        await self.apply_session_settings()
         reader = self._reader
         self._buffered_reads = (
             isinstance(getattr(reader, "_buffer", None), bytearray)
@@ -235,6 +247,20 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         waited: MysqlPacket = await super()._read_packet(packet_type)
         return waited
+
+    async def apply_session_settings(self) -> None:
+        """Set what the pool configures per session beyond aiomysql's arguments: the statement timeout.
+        Run after the handshake and again after COM_RESET_CONNECTION, which restores server defaults."""
+        if self.max_statement_time:
+            await super().query(session_sql(self.max_statement_time, self.is_mariadb))
+
+    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        limit = self.statement_limit
+        if limit is not None:
+            raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
+            sql = with_limit(raw, limit, self.is_mariadb)
+        affected: int = await super().query(sql, unbuffered)
+        return affected
 
     def _buffered_reader(self) -> Any:
         """The stream reader, when its buffer may be read synchronously; else None."""

@@ -4,7 +4,9 @@
      ├── PoolTimeout               no connection within the acquire deadline (also a TimeoutError)
      ├── PoolClosed                acquire on a closed or closing pool (also a RuntimeError)
      ├── PoolMisuse                a call the pool's state does not allow (also a RuntimeError)
-     └── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+     ├── TooManyWaiters            ``max_waiting`` tasks already queue; rejected at once
+     ├── HookError                 a ``configure``, ``check`` or ``reset`` hook raised (or rejected a connection)
+     └── CommitOutcomeUnknown      the connection was lost during COMMIT: it may or may not have committed
 
 ``PoolClosed`` and ``PoolMisuse`` are ``RuntimeError`` too, because aiomysql raises a plain
 ``RuntimeError`` in those places and code migrating from it catches that.
@@ -16,7 +18,15 @@ pass through unchanged, so existing ``except aiomysql.OperationalError`` code ke
 
 from __future__ import annotations
 
-__all__ = ["PoolClosed", "PoolError", "PoolMisuse", "PoolTimeout", "TooManyWaiters"]
+__all__ = [
+    "CommitOutcomeUnknown",
+    "HookError",
+    "PoolClosed",
+    "PoolError",
+    "PoolMisuse",
+    "PoolTimeout",
+    "TooManyWaiters",
+]
 
 
 class PoolError(Exception):
@@ -42,3 +52,19 @@ class PoolMisuse(PoolError, RuntimeError):
 
 class TooManyWaiters(PoolError):
     """``max_waiting`` tasks are already queued; the acquire was rejected without waiting."""
+
+
+class HookError(PoolError):
+    """A lifecycle hook (``configure``, ``check`` or ``reset``) raised, or ``check`` returned False.
+
+    The message names the hook and the function; the hook's own exception is the ``__cause__``.
+    The connection it ran on is discarded.
+    """
+
+
+class CommitOutcomeUnknown(PoolError):
+    """The connection was lost while COMMIT was in flight, so the transaction may have committed.
+
+    Raised by `Pool.run_transaction`, which never reruns a transaction in that case: rerunning
+    one that did commit would apply it twice. The lost-connection error is the ``__cause__``.
+    """

@@ -22,6 +22,10 @@ How a request gets its connection, and why it is given back where it is:
 - When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
   raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
+- `get_run_transaction` hands the handler ``pool.run_transaction`` bound to the app's pool, with the same 503
+  for a connection that cannot be had. A statement the server stopped at ``max_statement_time`` is answered
+  504 by `install_error_handlers`, a commit of unknown outcome 500 (without ``Retry-After``: retrying it blindly
+  could apply it twice).
 """
 
 from __future__ import annotations
@@ -45,18 +49,22 @@ from starlette.responses import JSONResponse, Response
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
 from ._driver import is_disconnect
-from ._errors import PoolClosed, PoolError, TooManyWaiters
+from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
 from ._history import attach as attach_history
 from ._history import detach as detach_history
 from ._logging import install_default_handler
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool, _default_name
+from ._retry import Transaction
 from ._settings import MySQLPoolSettings, env_pool_options
+from ._statement import is_statement_timeout
 
 __all__ = [
+    "COMMIT_UNKNOWN_DETAIL",
     "DEFAULT_POOL",
     "RETRY_AFTER",
+    "STATEMENT_TIMEOUT_DETAIL",
     "STATE_KEY",
     "ConnDep",
     "CursorDep",
@@ -64,11 +72,14 @@ __all__ = [
     "MySQLLifespan",
     "PoolDep",
     "PoolDependencies",
+    "RunTransaction",
+    "RunTransactionDep",
     "TransactionDep",
     "get_conn",
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "get_run_transaction",
     "get_transaction",
     "install_error_handlers",
     "mysql_lifespan",
@@ -84,9 +95,15 @@ DEFAULT_POOL = "default"
 RETRY_AFTER = 1
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+#: What `get_run_transaction` gives a handler: ``await run(fn, retries=3)``, as ``pool.run_transaction``.
+RunTransaction = Callable[..., Awaitable[Any]]
 
 # What `pool.acquire()` raises when the database cannot serve the request right now.
 _UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+#: The 504 answer to a statement stopped by the server's statement timeout.
+STATEMENT_TIMEOUT_DETAIL = "The database statement took too long and was stopped."
+#: The 500 answer to a commit whose outcome is unknown.
+COMMIT_UNKNOWN_DETAIL = "The connection to the database was lost during the commit; its outcome is unknown."
 # Where FastAPI keeps the exit stack of a request's function-scoped dependencies.
 _FUNCTION_STACK = "fastapi_function_astack"
 # Where it keeps the request-scoped one, which unwinds once the response has been sent.
@@ -238,6 +255,14 @@ def _unavailable(exc: BaseException) -> tuple[str, dict[str, str]]:
     return reason, {"Retry-After": str(RETRY_AFTER)}
 
 
+def _is_connect_error(exc: BaseException) -> bool:
+    """A network error or a client-side MySQL error (2000-2999): what a failed connect raises."""
+    if isinstance(exc, OSError):
+        return True
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return isinstance(exc, pymysql.err.OperationalError) and code >= 2000
+
+
 @functools.cache
 def _streams(endpoint: Callable[..., Any]) -> bool:
     """Whether FastAPI runs ``endpoint``'s body as the response streams: a generator path operation."""
@@ -305,18 +330,29 @@ class PoolDependencies:
     - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
       rolled back when the handler raises (``HTTPException`` included). Refuses a generator path operation,
       whose body runs after the status line was sent: there, take the connection and commit in the body.
+    - ``get_run_transaction``: ``await run(fn, retries=3)``, the pool's `Pool.run_transaction`: a transaction
+      of its own (not the request's connection), rerun on deadlock; 503 when no connection can be had.
 
     Within one request they share one connection: a handler that asks for both a cursor and the transaction
     gets a cursor inside the transaction.
     """
 
-    __slots__ = ("get_conn", "get_cursor", "get_dict_cursor", "get_pool", "get_transaction", "name")
+    __slots__ = (
+        "get_conn",
+        "get_cursor",
+        "get_dict_cursor",
+        "get_pool",
+        "get_run_transaction",
+        "get_transaction",
+        "name",
+    )
 
     get_pool: Callable[[HTTPConnection], Awaitable[Pool]]
     get_conn: Callable[..., Awaitable[aiomysql.Connection]]
     get_cursor: Callable[..., Awaitable[aiomysql.Cursor]]
     get_dict_cursor: Callable[..., Awaitable[aiomysql.DictCursor]]
     get_transaction: Callable[..., Awaitable[aiomysql.Connection]]
+    get_run_transaction: Callable[..., Awaitable[RunTransaction]]
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -385,12 +421,29 @@ class PoolDependencies:
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
 
+        async def get_run_transaction(pool: Pool = Depends(get_pool)) -> RunTransaction:  # noqa: B008
+            async def run(fn: Transaction[Any], *, retries: int = 3, acquire_timeout: float | None = None) -> Any:
+                try:
+                    return await pool.run_transaction(fn, retries=retries, acquire_timeout=acquire_timeout)
+                except (PoolError, pymysql.err.OperationalError, OSError) as exc:
+                    # Only the acquire raises these as "unavailable": statement errors and a commit of
+                    # unknown outcome pass through to the app's handlers.
+                    if isinstance(exc, CommitOutcomeUnknown) or not (
+                        isinstance(exc, PoolError) or _is_connect_error(exc)
+                    ):
+                        raise
+                    reason, headers = _unavailable(exc)
+                    raise HTTPException(503, reason, headers) from exc
+
+            return run
+
         dependencies = {
             "get_pool": get_pool,
             "get_conn": get_conn,
             "get_cursor": get_cursor,
             "get_dict_cursor": get_dict_cursor,
             "get_transaction": get_transaction,
+            "get_run_transaction": get_run_transaction,
         }
         for attribute, fn in dependencies.items():
             fn.__name__ = attribute
@@ -429,6 +482,9 @@ get_transaction = _default.get_transaction
 """``Depends(mp.get_transaction)``: the request's connection inside a transaction. It commits when the handler
 returns, *before* the response is sent (a failed commit is an error response, never a 2xx), and rolls back when
 the handler raises, ``HTTPException`` included."""
+get_run_transaction = _default.get_run_transaction
+"""``Depends(mp.get_run_transaction)``: ``await run(fn, retries=3)`` runs ``fn(conn)`` in a transaction of its own
+(`Pool.run_transaction`), rerun on deadlock; 503 when no connection can be had."""
 
 PoolDep = Annotated[Pool, Depends(get_pool)]
 """``pool: mp.PoolDep`` is ``pool: Pool = Depends(mp.get_pool)``."""
@@ -440,6 +496,8 @@ DictCursorDep = Annotated[aiomysql.DictCursor, Depends(get_dict_cursor)]
 """``cur: mp.DictCursorDep`` is ``cur = Depends(mp.get_dict_cursor)``."""
 TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
 """``conn: mp.TransactionDep`` is ``conn = Depends(mp.get_transaction)``."""
+RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
+"""``run: mp.RunTransactionDep`` is ``run = Depends(mp.get_run_transaction)``."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -447,7 +505,8 @@ TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
 
 def install_error_handlers(app: Starlette) -> None:
     """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
-    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``.
+    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``; a statement the server stopped at
+    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500.
 
     Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
     the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
@@ -461,6 +520,10 @@ def install_error_handlers(app: Starlette) -> None:
 
 
 async def _pool_error_response(request: Request, exc: Exception) -> Response:
+    if is_statement_timeout(exc):
+        return JSONResponse({"detail": STATEMENT_TIMEOUT_DETAIL}, status_code=504)
+    if isinstance(exc, CommitOutcomeUnknown):
+        return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
     if not isinstance(exc, PoolError) and not is_disconnect(exc):
         raise exc  # a statement-level error: the app's own 500 handling applies
     reason, headers = _unavailable(exc)

@@ -27,22 +27,28 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
 
 from ._config import PoolOptions
+from ._credentials import CONNECT_ARGUMENTS, ConnectionOpener
 from ._driver import COM_RESET_CONNECTION, Connection, is_clean, is_transient_connect_error, session_dirty
-from ._errors import PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
+from ._errors import HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
+from ._hooks import Hooks, ping_and_check, run_hook
 from ._maintenance import check_idle, run_maintenance
 from ._reconnect import Reconnect
+from ._resize import resize
+from ._retry import Transaction, run_transaction
+from ._statement import check_statement_time
 from ._stats import CLOSE_REASONS, Histogram
 
 __all__ = ["Pool"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
+_T = TypeVar("_T")
 _LIFETIME_JITTER = 0.025
 
 
@@ -87,19 +93,23 @@ class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
     """What ``pool.acquire()`` returns: awaitable, an async context manager, and (as in
     aiomysql) a coroutine that ``asyncio.create_task`` accepts."""
 
-    __slots__ = ("_conn", "_coro", "_pool", "_timeout")
+    __slots__ = ("_conn", "_coro", "_limit", "_pool", "_timeout")
 
-    def __init__(self, pool: Pool, timeout: float | None) -> None:
+    def __init__(self, pool: Pool, timeout: float | None, limit: float | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._limit = limit
         self._conn: aiomysql.Connection | None = None
         self._coro: Coroutine[Any, Any, aiomysql.Connection] | None = None
 
     def _coroutine(self) -> Coroutine[Any, Any, aiomysql.Connection]:
         # Created on first use only: ``async with`` never needs it on the fast path.
         if self._coro is None:
-            self._coro = self._pool._acquire(self._timeout)
+            self._coro = self._open()
         return self._coro
+
+    def _open(self) -> Coroutine[Any, Any, aiomysql.Connection]:
+        return self._pool._acquire(self._timeout, self._limit)
 
     def __await__(self) -> Generator[Any, None, aiomysql.Connection]:
         return self._coroutine().__await__()
@@ -118,7 +128,9 @@ class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
         pool = self._pool
         conn = pool._take_fresh() if self._timeout is None else None
         if conn is None:
-            conn = await pool._acquire(self._timeout)
+            conn = await pool._acquire(self._timeout, self._limit)
+        elif self._limit is not None:
+            conn.statement_limit = self._limit
         self._conn = conn
         return conn
 
@@ -160,7 +172,7 @@ class Pool:
     reconnect with backoff, a bounded shutdown and `stats()`.
     """
 
-    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any]) -> None:
+    def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any], hooks: Hooks | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         # time.monotonic rather than loop.time: one C call instead of a Python frame on the
         # hot path. Timers are scheduled with relative delays, so the two clocks never mix.
@@ -171,6 +183,18 @@ class Pool:
         self._name = options.name or _default_name(connect_kwargs)
         self._lifetime = options.lifetime
         self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
+        self._hooks = hooks = hooks or Hooks()
+        # Decided once: a pool without a reset hook still skips the reset task for a clean connection.
+        self._always_reset = options.reset_connection or hooks.reset is not None
+        connection_class: type[Connection] = Connection
+        self._acquire_context: type[_AcquireContext] = _AcquireContext
+        if options.tracing:
+            from ._tracing import traced_classes
+
+            connection_class, self._acquire_context = traced_classes(options, _AcquireContext)
+        self._opener = ConnectionOpener(
+            connect_kwargs, allowed=CONNECT_ARGUMENTS, configure=hooks.configure, connection_class=connection_class
+        )
 
         self._free: deque[_Entry] = deque()
         self._in_use: dict[aiomysql.Connection, _Entry] = {}
@@ -181,6 +205,8 @@ class Pool:
         self._timer_at = float("inf")
         self._opening = 0
         self._checking = 0
+        # Connections to close as they come back, after resize() lowered maxsize below the size.
+        self._excess = 0
         self._closing = False
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -264,16 +290,20 @@ class Pool:
             f"free={len(self._free)} in_use={len(self._in_use)} waiting={len(self._waiters)}>"
         )
 
-    def acquire(self, timeout: float | None = None) -> _AcquireContext:
+    def acquire(self, timeout: float | None = None, *, max_statement_time: float | None = None) -> _AcquireContext:
         """Get a connection: ``async with pool.acquire() as conn`` or ``conn = await pool.acquire()``.
 
         Waits at most ``timeout`` seconds (default: the ``acquire_timeout`` option), then
         raises `PoolTimeout`. Raises `TooManyWaiters` when ``max_waiting`` tasks already
-        queue and `PoolClosed` when the pool is closing.
+        queue and `PoolClosed` when the pool is closing. ``max_statement_time`` (seconds,
+        0 for none) overrides the pool's server-side statement timeout for every statement
+        run on this connection until it is released.
         """
         if timeout is not None and not timeout > 0:
             raise ValueError(f"acquire timeout must be > 0, not {timeout!r}")
-        return _AcquireContext(self, timeout)
+        if max_statement_time is not None:
+            max_statement_time = check_statement_time(max_statement_time, "max_statement_time")
+        return self._acquire_context(self, timeout, max_statement_time)
 
     def release(self, conn: aiomysql.Connection, *, discard: bool = False) -> asyncio.Future[None]:
         """Give a connection back, at once, as aiomysql's ``release()`` does (it is not a coroutine).
@@ -287,6 +317,20 @@ class Pool:
             return self._released
         # Shielded: cancelling the awaiting releaser must not cancel the reset, which owns the connection.
         return asyncio.shield(reset)
+
+    def resize(self, minsize: int | None = None, maxsize: int | None = None) -> None:
+        """Change ``minsize`` and ``maxsize`` at runtime. Growing serves waiting tasks at once;
+        shrinking closes idle connections now and in-use ones when they come back."""
+        resize(self, minsize, maxsize)
+
+    async def run_transaction(
+        self, fn: Transaction[_T], *, retries: int = 3, acquire_timeout: float | None = None
+    ) -> _T:
+        """Run ``await fn(conn)`` in a transaction and commit it; rerun it, up to ``retries`` more
+        times with jittered backoff, when the server rolled it back for a deadlock (1213, also a
+        Galera certification failure) or a lock wait timeout under ``innodb_rollback_on_timeout``.
+        A connection lost during COMMIT raises `CommitOutcomeUnknown` and is never rerun."""
+        return await run_transaction(self, fn, retries=retries, acquire_timeout=acquire_timeout)
 
     async def clear(self) -> None:
         """Replace every connection opened before this call: idle ones close now, the others
@@ -471,11 +515,12 @@ class Pool:
     async def _connect(self) -> _Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole."""
         started = self._now()
-        conn = Connection(**self._connect_kwargs)
         try:
-            await asyncio.wait_for(conn._connect(), self._options.connect_timeout)
+            # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
+            conn = await asyncio.wait_for(
+                self._opener.open(self._options.max_statement_time), self._options.connect_timeout
+            )
         except BaseException as exc:
-            conn.close()
             if not isinstance(exc, Exception):
                 raise
             self.connect_errors_total += 1
@@ -607,7 +652,7 @@ class Pool:
             self._watch_leak(entry)
         return conn
 
-    async def _acquire(self, timeout: float | None) -> aiomysql.Connection:
+    async def _acquire(self, timeout: float | None, limit: float | None = None) -> aiomysql.Connection:
         if self._closing:
             raise PoolClosed(f"pool {self._name!r} is closed")
         started = self._now()
@@ -624,6 +669,8 @@ class Pool:
             self._log_slow_acquire(waited)
         if self._options.leak_timeout:
             self._watch_leak(entry)
+        if limit is not None:
+            entry.conn.statement_limit = limit
         return entry.conn
 
     def _take_idle(self, now: float) -> _Entry | None:
@@ -662,7 +709,13 @@ class Pool:
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(entry.conn.ping(reconnect=False), timeout)
+            await asyncio.wait_for(ping_and_check(entry.conn, self._hooks.check), timeout)
+        except HookError as exc:
+            logger.warning(
+                "pool %s: %s; connection discarded", self._name, exc,
+                extra={"pool": self._name, "event": "discard", "reason": "check_hook"},
+            )  # fmt: skip
+            return False
         except Exception:
             return False
         entry.last_used = self._now()
@@ -783,6 +836,7 @@ class Pool:
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
         now = self._now()
         self.use_time.observe(now - entry.acquired_at)
+        conn.statement_limit = None  # an acquire's own statement timeout ends with it
         if entry.leak_handle is not None:
             self._end_leak_watch(entry, now)
         if self._closing:
@@ -801,7 +855,7 @@ class Pool:
             self._grow()
             return self._retire(entry, "lifetime")
         entry.last_used = now
-        if self._options.reset_connection or session_dirty(conn, self._autocommit):
+        if self._always_reset or session_dirty(conn, self._autocommit):
             entry.resetting = True
             return self._spawn(self._reset(entry), "mysqlpool-reset")
         del self._in_use[conn]
@@ -843,6 +897,7 @@ class Pool:
             if conn.init_command is not None:
                 await conn.query(conn.init_command)
                 await conn.commit()
+            await conn.apply_session_settings()
             if self._autocommit is not None:
                 await conn._send_autocommit_mode()
         elif session_dirty(conn, None):
@@ -851,6 +906,8 @@ class Pool:
             await conn.autocommit(self._autocommit)
         if self._autocommit is not None:
             conn.autocommit_mode = self._autocommit
+        if self._hooks.reset is not None:
+            await run_hook("reset", self._hooks.reset, conn)
 
     def _give_back(self, entry: _Entry) -> None:
         self._in_use.pop(entry.conn, None)
@@ -865,6 +922,13 @@ class Pool:
             self._retire(entry, "cleared")
             self._grow()
             return
+        if self._excess:
+            # resize() lowered maxsize below the size: this one closes instead of being reused.
+            if self.size >= self.maxsize:
+                self._excess -= 1
+                self._retire(entry, "resized")
+                return
+            self._excess = 0
         waiters = self._waiters
         while waiters:
             fut = waiters.popleft()

@@ -19,7 +19,7 @@ BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 #: Why the pool closed a connection; each has a counter in ``stats()["closed_total"]``.
-CLOSE_REASONS = ("broken", "lifetime", "idle", "reset_failed", "cleared", "terminated", "shutdown")
+CLOSE_REASONS = ("broken", "lifetime", "idle", "reset_failed", "cleared", "resized", "terminated", "shutdown")
 
 
 def quantile(counts: list[int], q: float, largest: float) -> float:

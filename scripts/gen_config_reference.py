@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastapi_mysqlpool import PoolOptions
+from fastapi_mysqlpool import Hooks, PoolOptions
 from fastapi_mysqlpool._config import _CONNECT_QUERY_OPTIONS, _SSL_KEYS
 from fastapi_mysqlpool._settings import ENV_PREFIX
 
-__all__ = ["CONNECT_PARAMETERS", "TARGET", "env_var", "render"]
+__all__ = ["CODE_ARGUMENTS", "CONNECT_PARAMETERS", "TARGET", "env_var", "render"]
 
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -92,6 +92,28 @@ asyncio.run(main())
 ```
 """
 
+#: Keyword arguments of `create_pool` that take code, so they have no DSN or environment form. `render` fails
+#: when a hook is added to `Hooks` without appearing here.
+CODE_ARGUMENTS = {
+    **{f.name: f.metadata["doc"] for f in dataclasses.fields(Hooks)},
+    "password": "A string, or a callable (plain or async) returning one, called for every new connection: "
+    "rotating credentials such as RDS IAM tokens or Vault secrets. Access denied (1045) to a callable's "
+    "password asks it once more before failing. Masked everywhere.",
+    "connect_args": "A callable (plain or async) returning a mapping of connect arguments (`user`, `password`, "
+    "`host`, `ssl`...), called for every new connection; they override the static ones.",
+}
+
+_CODE_INTRO = """\
+## Hooks and credentials (keyword arguments only)
+
+These take code, so they are given to `create_pool` or `mysql_lifespan` as keyword arguments, never in a DSN or
+an environment variable. A hook is an async `fn(conn)`; [How the pool works](pool.md#lifecycle-hooks) says when
+each one runs.
+
+| Argument | Meaning |
+|---|---|
+"""
+
 _CONNECT_INTRO = """\
 ## Connection parameters in the DSN
 
@@ -143,6 +165,11 @@ def render() -> str:
             f"- DSN query parameter: `?{f.name}=...`\n"
             f"- Environment variable: `{env_var(f.name)}`\n"
         )
+    missing = sorted({f.name for f in dataclasses.fields(Hooks)} - set(CODE_ARGUMENTS))
+    if missing:
+        raise RuntimeError(f"hooks without a description in CODE_ARGUMENTS: {missing}")
+    out.append("\n" + _CODE_INTRO)
+    out.extend(f"| `{name}` | {text} |\n" for name, text in CODE_ARGUMENTS.items())
     out.append("\n" + _CONNECT_INTRO)
     out.extend(f"| `{name}` | {text} |\n" for name, text in CONNECT_PARAMETERS.items())
     return "".join(out)

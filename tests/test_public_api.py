@@ -36,6 +36,11 @@ ADDITIONS = {
     # Errors and their classification
     "TooManyWaiters",
     "is_disconnect",
+    "HookError",
+    "CommitOutcomeUnknown",
+    "is_statement_timeout",
+    # Controls
+    "Hooks",
     # FastAPI
     "ConnDep",
     "CursorDep",
@@ -44,6 +49,9 @@ ADDITIONS = {
     "PoolDep",
     "PoolDependencies",
     "TransactionDep",
+    "RunTransaction",
+    "RunTransactionDep",
+    "get_run_transaction",
     "get_dict_cursor",
     "get_pool",
     "install_error_handlers",
