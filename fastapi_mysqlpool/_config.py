@@ -123,6 +123,12 @@ class PoolOptions:
         1.0, "Log a warning when an acquire waits longer than this many seconds. 0: off.", ">= 0", _non_negative
     )
 
+    driver: str = _opt(
+        "aiomysql",
+        "The driver the connections use: `aiomysql`, or `asyncmy` (the `asyncmy` extra).",
+        "'aiomysql' or 'asyncmy'",
+        lambda v: v in ("aiomysql", "asyncmy"),
+    )
     max_statement_time: float = _opt(
         0.0,
         "Seconds the server lets one statement run before it stops it (MariaDB: every statement, error 1969; "

@@ -48,7 +48,6 @@ from starlette.responses import JSONResponse, Response
 
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
-from ._driver import is_disconnect
 from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
 from ._history import attach as attach_history
 from ._history import detach as detach_history
@@ -57,6 +56,7 @@ from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool, _default_name
 from ._retry import Transaction
+from ._seam import is_disconnect
 from ._settings import MySQLPoolSettings, env_pool_options
 from ._statement import is_statement_timeout
 
@@ -387,20 +387,21 @@ class PoolDependencies:
             stack.push_async_exit(acquired)
             return conn
 
-        def cursor_dependency(cursor_class: type[Any]) -> Callable[..., Awaitable[Any]]:
+        def cursor_dependency(dict_rows: bool) -> Callable[..., Awaitable[Any]]:
             async def get_cursor(
                 connection: HTTPConnection,
                 conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
+                pool: Pool = Depends(get_pool),  # noqa: B008
             ) -> Any:
                 stack = _exit_stack(connection)
-                cursor = await conn.cursor(cursor_class)
+                cursor = await pool.driver.cursor(conn, dict_rows=dict_rows)
                 stack.push_async_exit(cursor)  # closed before the connection goes back
                 return cursor
 
             return get_cursor
 
-        get_cursor = cursor_dependency(aiomysql.Cursor)
-        get_dict_cursor = cursor_dependency(aiomysql.DictCursor)
+        get_cursor = cursor_dependency(False)
+        get_dict_cursor = cursor_dependency(True)
 
         async def get_transaction(
             connection: HTTPConnection,

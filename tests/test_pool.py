@@ -12,7 +12,7 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._driver import Connection
+from fastapi_mysqlpool._aiomysql import Connection
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._proxy import FaultProxy
 from tests.conftest import PoolFactory, proxied_dsn, query

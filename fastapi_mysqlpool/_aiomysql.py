@@ -37,10 +37,11 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
+import contextlib
+import inspect
+from collections.abc import Coroutine
 from struct import unpack_from
-from typing import Any
+from typing import Any, ClassVar
 
 import aiomysql
 import pymysql
@@ -49,34 +50,15 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
+from ._seam import Driver, ErrorFamily, is_disconnect
 from ._statement import session_sql, with_limit
 
-__all__ = [
-    "COM_RESET_CONNECTION",
-    "EOF_STATUS_TRACKED",
-    "Connection",
-    "is_clean",
-    "is_disconnect",
-    "is_transient_connect_error",
-    "session_dirty",
-]
+__all__ = ["DRIVER", "EOF_STATUS_TRACKED", "AiomysqlDriver", "Connection", "is_clean", "session_dirty"]
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 COM_RESET_CONNECTION = 0x1F
-# Server error codes that end the session (shutdown, killed, idle timeout) although the
-# server reports them as ordinary errors. Client-side codes (2000-2999) always do.
-_SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
-# Connect errors worth a retry: the server is unreachable, starting, shutting down or full.
-# Anything else (access denied, unknown database, a refused TLS certificate, an unknown
-# host, an auth plugin the client lacks) fails the same way however often it is tried.
-_TRANSIENT_CONNECT_CODES = frozenset({1040, 1053, 1129, 1203, 1226, 2002, 2003, 2006, 2013, 2055})
-# Name-resolution answers that say the name does not exist, as opposed to a resolver that
-# did not answer (EAI_AGAIN), which is worth a retry.
-_UNKNOWN_NAME = frozenset(
-    code for code in (getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_SERVICE")) if code is not None
-)
 # A payload of this length continues in the next packet; those take aiomysql's own path.
 _CONTINUED = 0xFFFFFF
 
@@ -485,34 +467,109 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     return not reader._buffer or (result is not None and bool(result.has_next))
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    """Whether ``exc`` leaves the connection unusable, so that it must be replaced.
-
-    Connection-level: ``InterfaceError``, ``InternalError`` (e.g. a wrong packet
-    sequence), ``OperationalError`` with a client-side code such as 2006 or 2013 or a
-    session-ending server code, and socket errors. Statement-level errors such as
-    ``ProgrammingError``, ``IntegrityError``, ``DataError``, a deadlock (1213) or a lock
-    wait timeout (1205) keep the connection, after a rollback.
-    """
-    if isinstance(exc, (pymysql.err.InterfaceError, pymysql.err.InternalError, OSError, EOFError)):
-        return True
-    if isinstance(exc, pymysql.err.OperationalError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
-    return False
+_FAMILIES: tuple[tuple[type[BaseException], ErrorFamily], ...] = (
+    (pymysql.err.InterfaceError, "interface"),
+    (pymysql.err.InternalError, "internal"),
+    (pymysql.err.OperationalError, "operational"),
+    (pymysql.err.MySQLError, "statement"),
+)
 
 
-def is_transient_connect_error(exc: BaseException) -> bool:
-    """Whether a failed connect is worth retrying: the network or a busy server, not wrong
-    credentials, an unknown database or host, or a certificate that does not verify."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return False
-        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME:
-            return False
-        cause = cause.__cause__
-    if isinstance(exc, pymysql.err.MySQLError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        return code in _TRANSIENT_CONNECT_CODES
-    return isinstance(exc, OSError)
+async def _until_closed(writer: asyncio.StreamWriter | None) -> None:
+    # A TLS transport closes only after its shutdown exchange; a plain one on the next loop iteration.
+    # Either way its socket must be gone before the event loop may close.
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+class AiomysqlDriver(Driver):
+    """aiomysql (PyMySQL's protocol code on asyncio streams), with the pool's `Connection` class."""
+
+    name = "aiomysql"
+    connect_arguments: ClassVar[frozenset[str]] = frozenset(inspect.signature(aiomysql.Connection).parameters) - {
+        "loop"
+    }
+    connection_class = Connection
+
+    def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
+        for cls, family in _FAMILIES:
+            if isinstance(exc, cls):
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+                return family, code
+        return None
+
+    def error(self, code: int, message: str) -> Exception:
+        error: Exception = pymysql.err.OperationalError(code, message)
+        return error
+
+    async def connect(
+        self, kwargs: dict[str, Any], connection_class: type[Any] | None = None, statement_time: float = 0.0
+    ) -> Connection:
+        conn: Connection = (connection_class or Connection)(**kwargs)
+        conn.max_statement_time = statement_time
+        try:
+            await conn._connect()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def is_clean(self, conn: Connection) -> bool:
+        return is_clean(conn)
+
+    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
+        return session_dirty(conn, autocommit)
+
+    async def reset(self, conn: Connection, *, full: bool, autocommit: bool | None) -> None:
+        # A stored procedure whose later result sets were not read is still running: read them (it
+        # finishes), then roll back whatever it left uncommitted.
+        while conn._result is not None and conn._result.has_next:
+            await conn.next_result()
+        if full:
+            await conn._execute_command(COM_RESET_CONNECTION, b"")
+            await conn._read_ok_packet()
+            # The reset restores server defaults; re-apply what the connection was opened with.
+            if conn.sql_mode is not None:
+                await conn.query(f"SET sql_mode={conn.sql_mode}")
+            if conn.init_command is not None:
+                await conn.query(conn.init_command)
+                await conn.commit()
+            await conn.apply_session_settings()
+            if autocommit is not None:
+                await conn._send_autocommit_mode()
+        elif session_dirty(conn, None):
+            await conn.rollback()
+        if autocommit is not None and conn.get_autocommit() != autocommit:
+            await conn.autocommit(autocommit)
+        if autocommit is not None:
+            conn.autocommit_mode = autocommit
+
+    async def ping(self, conn: Connection) -> None:
+        await conn.ping(reconnect=False)
+
+    async def quit(self, conn: Connection) -> None:
+        writer = conn._writer
+        try:
+            if is_clean(conn):
+                await asyncio.wait_for(conn.ensure_closed(), 1.0)
+        except Exception:
+            pass
+        finally:
+            conn.close()
+            await _until_closed(writer)
+
+    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
+        writer = conn._writer
+        conn.close()
+        return None if writer is None else _until_closed(writer)
+
+    async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
+        return await conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor)
+
+    def server_version(self, conn: Connection) -> str:
+        version: str = conn.get_server_info()
+        return version
+
+
+DRIVER = AiomysqlDriver()
