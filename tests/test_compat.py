@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiomysql
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from tests._drivers import db_errors
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -162,7 +164,7 @@ async def test_create_pool_is_an_async_context_manager(mysql_dsn: str) -> None:
 
 async def test_a_statement_error_leaves_the_connection_in_the_pool(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
-    with pytest.raises(aiomysql.ProgrammingError):
+    with pytest.raises(db_errors.ProgrammingError):
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT * FROM nonexistent_table")
     async with pool.acquire() as again:
@@ -172,10 +174,10 @@ async def test_a_statement_error_leaves_the_connection_in_the_pool(make_pool: Po
 async def test_transaction_status_keeps_aiomysqls_meaning(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
     async with pool.acquire() as conn:
-        with pytest.raises(pymysql.err.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             await fetch(conn, "SELECT * FROM no_such_table")
         assert await fetch(conn, "SELECT @@in_transaction") == [(0,)]
-        with pytest.raises(pymysql.err.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             await fetch(conn, "SELECT * FROM no_such_table")
         assert conn.get_transaction_status() is False  # the server said so; nothing was opened since
         await conn.begin()
@@ -192,7 +194,7 @@ async def test_a_failed_statement_inside_a_transaction_still_rolls_back_on_relea
     pool = await make_pool(minsize=1, maxsize=1)
     async with pool.acquire() as conn:
         await fetch(conn, "SELECT id FROM compat_locked WHERE id = 1 FOR UPDATE")  # opens a transaction, takes a lock
-        with pytest.raises(pymysql.err.IntegrityError):
+        with pytest.raises(db_errors.IntegrityError):
             await fetch(conn, "INSERT INTO compat_locked VALUES (1)")
     async with pool.acquire() as again:
         assert again is conn

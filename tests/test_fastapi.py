@@ -25,9 +25,12 @@ from starlette.types import Receive, Scope, Send
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._settings import MySQLPoolSettings, env_pool_options
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._drivers import db_errors
 from tests._fastapi_support import StartupFailed, closed_port, serve
 from tests._proxy import FaultProxy
 from tests.conftest import proxied_dsn, query
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 @pytest.fixture
@@ -203,7 +206,7 @@ async def test_integrity_error_in_a_transaction_keeps_the_connection(
         async with conn.cursor() as cursor:
             try:
                 await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
-            except pymysql.err.IntegrityError:
+            except db_errors.IntegrityError:
                 raise HTTPException(409, "duplicate") from None
         return {"text": text}
 
@@ -646,7 +649,7 @@ async def test_installed_handlers_answer_a_lost_connection_with_503(mysql_dsn: s
 
 
 async def test_the_documented_schema_pattern_starts_twice_under_warnings_as_errors(mysql_dsn: str) -> None:
-    # pytest runs this with filterwarnings = error: a server note re-raised as pymysql.err.Warning would fail it.
+    # pytest runs this with filterwarnings = error: a server note re-raised as db_errors.Warning would fail it.
     @asynccontextmanager
     async def create_schema(app: FastAPI) -> AsyncIterator[None]:
         async with database.pool.acquire() as conn, conn.cursor() as cur:
@@ -666,5 +669,5 @@ async def test_the_documented_schema_pattern_starts_twice_under_warnings_as_erro
     async with database, database.pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("CREATE TEMPORARY TABLE fastapi_schema_small (n TINYINT)")
         await cur.execute("SET SESSION sql_mode = ''")
-        with pytest.warns(pymysql.err.Warning, match="Out of range value"):
+        with pytest.warns(db_errors.Warning, match="Out of range value"):
             await cur.execute("INSERT INTO fastapi_schema_small VALUES (1000)")
