@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import asyncmy
 from asyncmy import connection as _connection
-from asyncmy import errors
+from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
@@ -108,6 +108,22 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
             sql = with_limit(raw, limit, self.is_mariadb)
         affected: int = await super().query(sql, unbuffered)
         return affected
+
+    def escape(self, obj: Any, mapping: Any = None) -> str:
+        """Escape a query parameter as the aiomysql driver does: ``bytes`` and ``bytearray`` as hex literals
+        (right whatever ``NO_BACKSLASH_ESCAPES`` says, where asyncmy backslash-escapes them), and any sequence
+        or set as a parenthesised list (asyncmy accepts tuples only)."""
+        if isinstance(obj, str):
+            return f"'{self.escape_string(obj)}'"
+        if isinstance(obj, (bytes, bytearray)):
+            return "_binary X'" + obj.hex() + "'"
+        if type(obj) in (tuple, list, set, frozenset):
+            return "(" + ",".join([self.escape(item) for item in obj]) + ")"
+        escaped: str = converters.escape_item(obj, self._charset, mapping=mapping)
+        return escaped
+
+    def literal(self, obj: Any) -> str:
+        return self.escape(obj)
 
     def _failed(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception) or is_disconnect(exc):

@@ -34,3 +34,36 @@ class _Errors:
 
 
 db_errors: Any = _Errors()
+
+
+def connection_class() -> type[Any]:
+    """The driver's own connection class, which the pool's connections subclass."""
+    if current() == "aiomysql":
+        import aiomysql
+
+        return aiomysql.Connection  # type: ignore[no-any-return]
+    import asyncmy
+
+    return asyncmy.Connection  # type: ignore[no-any-return]
+
+
+def unbuffered_cursor() -> type[Any]:
+    """The driver's unbuffered (server-side) cursor class."""
+    if current() == "aiomysql":
+        import aiomysql
+
+        return aiomysql.SSCursor  # type: ignore[no-any-return]
+    from asyncmy.cursors import SSCursor
+
+    return SSCursor  # type: ignore[no-any-return]
+
+
+def closed(conn: Any) -> bool:
+    """Whether the connection is closed: aiomysql's ``conn.closed``, asyncmy's ``not conn.connected``."""
+    return bool(conn.closed) if current() == "aiomysql" else not conn.connected
+
+
+def reset_socket(conn: Any) -> None:
+    """Tell the connection's protocol what asyncio tells it on a TCP reset."""
+    protocol = conn._writer._protocol if current() == "aiomysql" else conn._proto
+    protocol.connection_lost(ConnectionResetError())

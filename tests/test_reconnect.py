@@ -16,6 +16,7 @@ import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
 from tests._drivers import db_errors
 from tests.conftest import PoolFactory, query
 from tests.test_logging import logs  # noqa: F401 (a fixture)
@@ -188,7 +189,7 @@ async def test_an_idle_connection_whose_socket_was_reset_is_replaced(make_pool: 
     pool = await make_pool(minsize=1, maxsize=1)  # within the pre-ping window: no ping on the next checkout
     async with pool.acquire() as conn:
         before = await conn_id(conn)
-    conn._writer._protocol.connection_lost(ConnectionResetError())  # what asyncio does on a TCP reset
+    _drivers.reset_socket(conn)  # what asyncio does on a TCP reset
     async with pool.acquire() as again:
         assert await fetch(again, "SELECT 1") == [(1,)]
         assert await conn_id(again) != before
