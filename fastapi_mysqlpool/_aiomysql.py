@@ -491,6 +491,7 @@ class AiomysqlDriver(Driver):
         "loop"
     }
     connection_class = Connection
+    connection_errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
 
     def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
         for cls, family in _FAMILIES:

@@ -40,7 +40,6 @@ from typing import Annotated, Any
 
 import aiomysql
 import anyio
-import pymysql
 from fastapi import Depends, HTTPException
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -56,7 +55,7 @@ from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool, _default_name
 from ._retry import Transaction
-from ._seam import is_disconnect
+from ._seam import DRIVERS, error_code, error_family, get_driver, is_disconnect
 from ._settings import MySQLPoolSettings, env_pool_options
 from ._statement import is_statement_timeout
 
@@ -99,7 +98,14 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 RunTransaction = Callable[..., Awaitable[Any]]
 
 # What `pool.acquire()` raises when the database cannot serve the request right now.
-_UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """What an acquire raises when no connection can be had: the pool's own errors, the network, or a
+    driver's ``OperationalError`` (whichever driver the pool uses)."""
+    return isinstance(exc, (PoolError, OSError)) or error_family(exc) == "operational"
+
+
 #: The 504 answer to a statement stopped by the server's statement timeout.
 STATEMENT_TIMEOUT_DETAIL = "The database statement took too long and was stopped."
 #: The 500 answer to a commit whose outcome is unknown.
@@ -259,8 +265,7 @@ def _is_connect_error(exc: BaseException) -> bool:
     """A network error or a client-side MySQL error (2000-2999): what a failed connect raises."""
     if isinstance(exc, OSError):
         return True
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    return isinstance(exc, pymysql.err.OperationalError) and code >= 2000
+    return error_family(exc) == "operational" and (error_code(exc) or 0) >= 2000
 
 
 @functools.cache
@@ -379,7 +384,9 @@ class PoolDependencies:
             acquired = pool.acquire()
             try:
                 conn = await acquired.__aenter__()
-            except _UNAVAILABLE as exc:
+            except Exception as exc:
+                if not _is_unavailable(exc):
+                    raise
                 reason, headers = _unavailable(exc)
                 raise HTTPException(503, reason, headers) from exc
             # Released when the handler returns, with its exception if it raised one: the pool
@@ -426,7 +433,9 @@ class PoolDependencies:
             async def run(fn: Transaction[Any], *, retries: int = 3, acquire_timeout: float | None = None) -> Any:
                 try:
                     return await pool.run_transaction(fn, retries=retries, acquire_timeout=acquire_timeout)
-                except (PoolError, pymysql.err.OperationalError, OSError) as exc:
+                except Exception as exc:
+                    if not _is_unavailable(exc):
+                        raise
                     # Only the acquire raises these as "unavailable": statement errors and a commit of
                     # unknown outcome pass through to the app's handlers.
                     if isinstance(exc, CommitOutcomeUnknown) or not (
@@ -516,8 +525,13 @@ def install_error_handlers(app: Starlette) -> None:
     app.add_exception_handler(PoolError, _pool_error_response)
     # A connection lost mid-request (server restarted, network cut) is the database being
     # unavailable too, not a bug in the handler: a retry will get a fresh connection.
-    app.add_exception_handler(pymysql.err.OperationalError, _pool_error_response)
-    app.add_exception_handler(pymysql.err.InterfaceError, _pool_error_response)
+    for name in DRIVERS:
+        try:
+            driver = get_driver(name)
+        except ValueError:
+            continue  # not installed: none of its errors can occur
+        for error in driver.connection_errors:
+            app.add_exception_handler(error, _pool_error_response)
 
 
 async def _pool_error_response(request: Request, exc: Exception) -> Response:

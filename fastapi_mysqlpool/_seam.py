@@ -26,6 +26,7 @@ __all__ = [
     "Driver",
     "ErrorFamily",
     "error_code",
+    "error_family",
     "get_driver",
     "is_disconnect",
     "is_transient_connect_error",
@@ -63,6 +64,9 @@ class Driver(abc.ABC):
     connect_arguments: ClassVar[frozenset[str]]
     #: The class of its connections; `connect` opens this class or a subclass of it (tracing's).
     connection_class: ClassVar[type[Any]]
+    #: Its error classes that may mean the connection or the server is gone (``OperationalError``,
+    #: ``InterfaceError``): what an application's error handlers answer with 503.
+    connection_errors: ClassVar[tuple[type[Exception], ...]] = ()
 
     @abc.abstractmethod
     def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
@@ -143,6 +147,12 @@ def _classify(exc: BaseException) -> tuple[ErrorFamily, int] | None:
         if kind is not None:
             return kind
     return None
+
+
+def error_family(exc: BaseException) -> ErrorFamily | None:
+    """The family of a driver error (see `Driver.classify`), None for anything else."""
+    kind = _classify(exc)
+    return None if kind is None else kind[0]
 
 
 def error_code(exc: BaseException) -> int | None:
