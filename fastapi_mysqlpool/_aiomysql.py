@@ -50,7 +50,8 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-from ._seam import Driver, ErrorFamily, is_disconnect
+from ._errors import PoolMisuse
+from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect
 from ._statement import session_sql, with_limit
 
 __all__ = ["DRIVER", "EOF_STATUS_TRACKED", "AiomysqlDriver", "Connection", "is_clean", "session_dirty"]
@@ -118,6 +119,10 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _unconfirmed = False
     # A failure left the connection in a state nobody can know: it is never reused.
     _broken = False
+    # Given back to the pool (see `Driver.set_owned`); and whether a command waits for its answer, which
+    # is the only time another task can run while a command is in flight.
+    _released = False
+    _waiting = False
     _password: Any
     #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
     max_statement_time = 0.0
@@ -213,6 +218,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             if reader._eof:
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
+            self._waiting = True
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
@@ -220,6 +226,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 raise
             except Exception:
                 break  # the stream failed: aiomysql's path reports it
+            finally:
+                self._waiting = False
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -227,7 +235,11 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                     CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
-        waited: MysqlPacket = await super()._read_packet(packet_type)
+        self._waiting = True
+        try:
+            waited: MysqlPacket = await super()._read_packet(packet_type)
+        finally:
+            self._waiting = False
         return waited
 
     async def apply_session_settings(self) -> None:
@@ -358,7 +370,27 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 self._consume(reader, pos, seq)
         return done
 
+    def _check_owner(self) -> None:
+        """Refuse a command from whoever gave the connection back, or from a second task while one waits for
+        its answer: both would read, or send, in the middle of someone else's conversation with the server."""
+        if self._released and not POOL_TASK.get():
+            raise PoolMisuse(
+                "connection used after its release: it went back to the pool (release(), or the end of its "
+                "'async with pool.acquire()' block or request) and may already serve someone else; acquire a "
+                "connection of your own for work that outlives the block"
+            )
+        if self._waiting:
+            raise PoolMisuse(
+                "connection used by two tasks at once: another task's command on it still waits for its answer; "
+                "give each task a connection of its own"
+            )
+
+    async def ensure_closed(self) -> None:
+        self._check_owner()
+        await super().ensure_closed()
+
     async def _execute_command(self, command: int, sql: Any) -> None:
+        self._check_owner()
         try:
             await super()._execute_command(command, sql)
         except BaseException as exc:
@@ -520,6 +552,9 @@ class AiomysqlDriver(Driver):
 
     def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
         return session_dirty(conn, autocommit)
+
+    def set_owned(self, conn: Connection, owned: bool) -> None:
+        conn._released = not owned
 
     async def reset(self, conn: Connection, *, full: bool, autocommit: bool | None) -> None:
         # A stored procedure whose later result sets were not read is still running: read them (it

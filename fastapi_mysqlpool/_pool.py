@@ -18,6 +18,7 @@ Invariants, kept by every method below and checked by the stress tests:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -36,7 +37,7 @@ from ._maintenance import check_idle, run_maintenance
 from ._reconnect import Reconnect
 from ._resize import resize
 from ._retry import Transaction, run_transaction
-from ._seam import Conn, Driver, get_driver, is_transient_connect_error
+from ._seam import POOL_TASK, Conn, Driver, get_driver, is_transient_connect_error
 from ._statement import check_statement_time
 from ._stats import CLOSE_REASONS, Histogram
 
@@ -647,9 +648,10 @@ class Pool:
         if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
             return None
         conn = entry.conn
-        if not self._driver.is_clean(conn):
-            return None
+        if not self._driver.is_clean(conn) or self._driver.session_dirty(conn, self._autocommit):
+            return None  # _pop_idle retires it
         self._free.pop()
+        self._driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
         self.acquired_total += 1
@@ -672,6 +674,7 @@ class Pool:
         self.acquired_total += 1
         self.wait_time.observe(waited)
         entry.acquired_at = now
+        self._driver.set_owned(entry.conn, True)
         if self._options.slow_acquire and waited >= self._options.slow_acquire:
             self._log_slow_acquire(waited)
         if self._options.leak_timeout:
@@ -706,6 +709,14 @@ class Pool:
             if entry.expires and now >= entry.expires:
                 self._retire(entry, "lifetime")
             elif not self._driver.is_clean(entry.conn):
+                self._close_entry_now(entry, "broken")
+            elif self._driver.session_dirty(entry.conn, self._autocommit):
+                # Only a release with a clean session puts a connection here: something used it since.
+                logger.error(
+                    "pool %s: an idle connection is inside a transaction or has unread results (used after "
+                    "its release?); connection discarded", self._name,
+                    extra={"pool": self._name, "event": "discard", "reason": "dirty_idle"},
+                )  # fmt: skip
                 self._close_entry_now(entry, "broken")
             else:
                 return entry, now - entry.last_used <= self._ping_window
@@ -841,6 +852,8 @@ class Pool:
                 self._terminated.discard(conn)
                 return None
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+        # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
+        self._driver.set_owned(conn, False)
         now = self._now()
         self.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
@@ -1019,7 +1032,11 @@ class Pool:
     # ------------------------------------------------------------ tasks
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = self._loop.create_task(coro, name=name)
+        # Created in a context of its own where POOL_TASK is set: its resets, pings and closes may use
+        # given-back connections. (A task copies the context it is created in.)
+        context = contextvars.copy_context()
+        context.run(POOL_TASK.set, True)
+        task: asyncio.Task[Any] = context.run(self._loop.create_task, coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
