@@ -100,6 +100,14 @@ class PoolOptions:
         ">= 0",
         _non_negative,
     )
+    keepalive_interval: float = _opt(
+        0.0,
+        "Seconds an idle connection may go without traffic before the pool pings it, so that a NAT or firewall "
+        "that drops quiet flows does not turn the next request into a timeout (HikariCP's keepaliveTime). "
+        "0: off.",
+        ">= 0",
+        _non_negative,
+    )
     reset_connection: bool = _opt(
         False, "Send COM_RESET_CONNECTION on release: clears session variables, temporary tables and locks.", "bool"
     )

@@ -57,6 +57,7 @@ class _Entry:
         "conn",
         "created",
         "expires",
+        "keepalive_at",
         "last_used",
         "leak_handle",
         "leak_stack",
@@ -70,6 +71,8 @@ class _Entry:
         # Jitter spreads retirement so connections opened together are not all replaced at once.
         self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime > 0 else 0.0
         self.last_used = now
+        # The last keepalive ping: it proves the path alive without counting as a use (max_idle still applies).
+        self.keepalive_at = now
         self.acquired_at = now
         self.leak_handle: asyncio.TimerHandle | None = None
         self.leak_stack: str | None = None
