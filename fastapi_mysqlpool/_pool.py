@@ -185,7 +185,11 @@ class Pool:
         self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
         self._hooks = hooks = hooks or Hooks()
         # Decided once: a pool without a reset hook still skips the reset task for a clean connection.
-        self._always_reset = options.reset_connection or hooks.reset is not None
+        mode = "always" if options.reset_connection else options.session_reset
+        # The full reset on every release, or only when the driver saw the session change (see docs/pool.md).
+        self._full_reset = mode == "always"
+        self._exact_reset = mode == "exact"
+        self._always_reset = self._full_reset or hooks.reset is not None
         self._driver = driver = get_driver(options.driver)
         connection_class: type[Any] = driver.connection_class
         self._acquire_context: type[_AcquireContext] = _AcquireContext
@@ -558,6 +562,7 @@ class Pool:
         self.create_time.observe(now - started)
         self.created_total += 1
         self._reconnect.succeeded()
+        self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
         return _Entry(conn, now, self._lifetime)
 
     def _grow(self) -> None:
@@ -878,17 +883,18 @@ class Pool:
             self._grow()
             return self._retire(entry, "lifetime")
         entry.last_used = now
-        if self._always_reset or self._driver.session_dirty(conn, self._autocommit):
+        full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
+        if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
             entry.resetting = True
-            return self._spawn(self._reset(entry), "mysqlpool-reset")
+            return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]
         self._put(entry)
         return None
 
-    async def _reset(self, entry: _Entry) -> None:
+    async def _reset(self, entry: _Entry, full: bool) -> None:
         conn = entry.conn
         try:
-            await asyncio.wait_for(self._reset_session(conn), self._options.reset_timeout)
+            await asyncio.wait_for(self._reset_session(conn, full), self._options.reset_timeout)
         except BaseException as exc:
             entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
@@ -906,10 +912,15 @@ class Pool:
         if self._in_use.get(conn) is entry:
             self._give_back(entry)
 
-    async def _reset_session(self, conn: Conn) -> None:
-        await self._driver.reset(conn, full=self._options.reset_connection, autocommit=self._autocommit)
+    async def _reset_session(self, conn: Conn, full: bool) -> None:
+        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
+        if full and self._hooks.configure is not None:
+            # The full reset cleared what the hook set up when the connection was opened.
+            await run_hook("configure", self._hooks.configure, conn)
         if self._hooks.reset is not None:
             await run_hook("reset", self._hooks.reset, conn)
+        # What the hooks set is part of the session every acquirer gets, not a change to reset.
+        self._driver.settle_session(conn)
 
     def _give_back(self, entry: _Entry) -> None:
         self._in_use.pop(entry.conn, None)

@@ -118,6 +118,10 @@ class Driver(abc.ABC):
         the price of a COM_RESET_CONNECTION on every release."""
         return True
 
+    def settle_session(self, conn: Any) -> None:  # noqa: B027 (optional: a driver that cannot tell has nothing to forget)
+        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far.
+        Called once the connection is open and configured, and after each full reset and the hooks after it."""
+
     @abc.abstractmethod
     async def ping(self, conn: Any) -> None:
         """COM_PING, without reconnecting; raises when the server does not answer."""
