@@ -18,6 +18,7 @@ Invariants, kept by every method below and checked by the stress tests:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -36,7 +37,7 @@ from ._maintenance import check_idle, run_maintenance
 from ._reconnect import Reconnect
 from ._resize import resize
 from ._retry import Transaction, run_transaction
-from ._seam import Conn, Driver, get_driver, is_transient_connect_error
+from ._seam import POOL_TASK, Conn, Driver, get_driver, is_transient_connect_error
 from ._statement import check_statement_time
 from ._stats import CLOSE_REASONS, Histogram
 
@@ -56,6 +57,7 @@ class _Entry:
         "conn",
         "created",
         "expires",
+        "keepalive_at",
         "last_used",
         "leak_handle",
         "leak_stack",
@@ -69,6 +71,8 @@ class _Entry:
         # Jitter spreads retirement so connections opened together are not all replaced at once.
         self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime > 0 else 0.0
         self.last_used = now
+        # The last keepalive ping: it proves the path alive without counting as a use (max_idle still applies).
+        self.keepalive_at = now
         self.acquired_at = now
         self.leak_handle: asyncio.TimerHandle | None = None
         self.leak_stack: str | None = None
@@ -181,7 +185,11 @@ class Pool:
         self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
         self._hooks = hooks = hooks or Hooks()
         # Decided once: a pool without a reset hook still skips the reset task for a clean connection.
-        self._always_reset = options.reset_connection or hooks.reset is not None
+        mode = "always" if options.reset_connection else options.session_reset
+        # The full reset on every release, or only when the driver saw the session change (see docs/pool.md).
+        self._full_reset = mode == "always"
+        self._exact_reset = mode == "exact"
+        self._always_reset = self._full_reset or hooks.reset is not None
         self._driver = driver = get_driver(options.driver)
         connection_class: type[Any] = driver.connection_class
         self._acquire_context: type[_AcquireContext] = _AcquireContext
@@ -554,6 +562,7 @@ class Pool:
         self.create_time.observe(now - started)
         self.created_total += 1
         self._reconnect.succeeded()
+        self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
         return _Entry(conn, now, self._lifetime)
 
     def _grow(self) -> None:
@@ -647,9 +656,10 @@ class Pool:
         if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
             return None
         conn = entry.conn
-        if not self._driver.is_clean(conn):
-            return None
+        if not self._driver.is_clean(conn) or self._driver.session_dirty(conn, self._autocommit):
+            return None  # _pop_idle retires it
         self._free.pop()
+        self._driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
         self.acquired_total += 1
@@ -672,6 +682,7 @@ class Pool:
         self.acquired_total += 1
         self.wait_time.observe(waited)
         entry.acquired_at = now
+        self._driver.set_owned(entry.conn, True)
         if self._options.slow_acquire and waited >= self._options.slow_acquire:
             self._log_slow_acquire(waited)
         if self._options.leak_timeout:
@@ -706,6 +717,14 @@ class Pool:
             if entry.expires and now >= entry.expires:
                 self._retire(entry, "lifetime")
             elif not self._driver.is_clean(entry.conn):
+                self._close_entry_now(entry, "broken")
+            elif self._driver.session_dirty(entry.conn, self._autocommit):
+                # Only a release with a clean session puts a connection here: something used it since.
+                logger.error(
+                    "pool %s: an idle connection is inside a transaction or has unread results (used after "
+                    "its release?); connection discarded", self._name,
+                    extra={"pool": self._name, "event": "discard", "reason": "dirty_idle"},
+                )  # fmt: skip
                 self._close_entry_now(entry, "broken")
             else:
                 return entry, now - entry.last_used <= self._ping_window
@@ -841,6 +860,8 @@ class Pool:
                 self._terminated.discard(conn)
                 return None
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+        # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
+        self._driver.set_owned(conn, False)
         now = self._now()
         self.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
@@ -862,17 +883,18 @@ class Pool:
             self._grow()
             return self._retire(entry, "lifetime")
         entry.last_used = now
-        if self._always_reset or self._driver.session_dirty(conn, self._autocommit):
+        full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
+        if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
             entry.resetting = True
-            return self._spawn(self._reset(entry), "mysqlpool-reset")
+            return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]
         self._put(entry)
         return None
 
-    async def _reset(self, entry: _Entry) -> None:
+    async def _reset(self, entry: _Entry, full: bool) -> None:
         conn = entry.conn
         try:
-            await asyncio.wait_for(self._reset_session(conn), self._options.reset_timeout)
+            await asyncio.wait_for(self._reset_session(conn, full), self._options.reset_timeout)
         except BaseException as exc:
             entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
@@ -890,10 +912,15 @@ class Pool:
         if self._in_use.get(conn) is entry:
             self._give_back(entry)
 
-    async def _reset_session(self, conn: Conn) -> None:
-        await self._driver.reset(conn, full=self._options.reset_connection, autocommit=self._autocommit)
+    async def _reset_session(self, conn: Conn, full: bool) -> None:
+        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
+        if full and self._hooks.configure is not None:
+            # The full reset cleared what the hook set up when the connection was opened.
+            await run_hook("configure", self._hooks.configure, conn)
         if self._hooks.reset is not None:
             await run_hook("reset", self._hooks.reset, conn)
+        # What the hooks set is part of the session every acquirer gets, not a change to reset.
+        self._driver.settle_session(conn)
 
     def _give_back(self, entry: _Entry) -> None:
         self._in_use.pop(entry.conn, None)
@@ -1019,7 +1046,11 @@ class Pool:
     # ------------------------------------------------------------ tasks
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = self._loop.create_task(coro, name=name)
+        # Created in a context of its own where POOL_TASK is set: its resets, pings and closes may use
+        # given-back connections. (A task copies the context it is created in.)
+        context = contextvars.copy_context()
+        context.run(POOL_TASK.set, True)
+        task: asyncio.Task[Any] = context.run(self._loop.create_task, coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -14,6 +14,7 @@ raises DB-API classes. A driver only says which family an exception belongs to a
 from __future__ import annotations
 
 import abc
+import contextvars
 import importlib
 import socket
 import ssl
@@ -22,6 +23,7 @@ from typing import Any, ClassVar, Literal, TypeAlias
 
 __all__ = [
     "DRIVERS",
+    "POOL_TASK",
     "Conn",
     "Driver",
     "ErrorFamily",
@@ -53,6 +55,11 @@ _UNKNOWN_NAME = frozenset(
 )
 
 _loaded: dict[str, Driver] = {}
+
+#: True inside the pool's own tasks (reset, check, close, open): the work a given-back connection still
+#: allows (see `Driver.set_owned`). Each task runs in a copy of the context, so setting it in one of the
+#: pool's tasks never leaks into the caller's.
+POOL_TASK: contextvars.ContextVar[bool] = contextvars.ContextVar("fastapi_mysqlpool_task", default=False)
 
 
 class Driver(abc.ABC):
@@ -99,6 +106,25 @@ class Driver(abc.ABC):
     async def reset(self, conn: Any, *, full: bool, autocommit: bool | None) -> None:
         """Make the session as a new one would be: read announced result sets, roll back; with ``full``,
         COM_RESET_CONNECTION and the connection's own settings again; then ``autocommit``."""
+
+    def set_owned(self, conn: Any, owned: bool) -> None:  # noqa: B027 (optional: by default, no check)
+        """Mark ``conn`` as handed out (True, at acquire) or given back (False, at release).
+
+        A driver that checks ownership makes every command on a given-back connection raise `PoolMisuse`
+        saying it was used after its release, except in the pool's own tasks (`POOL_TASK`), and makes a
+        command sent while another task's command still waits for its answer raise `PoolMisuse` too. The
+        check is an attribute test per command. The default checks nothing."""
+
+    def session_changed(self, conn: Any) -> bool:
+        """Whether the session's state (current database, variables, character set, temporary tables,
+        locks, ...) may differ from what the connection was opened with, so that release must run the full
+        reset (``reset(full=True)``). The default, for a driver that cannot tell, is always True: safe, at
+        the price of a COM_RESET_CONNECTION on every release."""
+        return True
+
+    def settle_session(self, conn: Any) -> None:  # noqa: B027 (optional: a driver that cannot tell has nothing to forget)
+        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far.
+        Called once the connection is open and configured, and after each full reset and the hooks after it."""
 
     @abc.abstractmethod
     async def ping(self, conn: Any) -> None:
