@@ -48,7 +48,7 @@ import aiomysql
 import pymysql
 from aiomysql.connection import TEXT_TYPES, MySQLResult
 from pymysql.constants import CR, FIELD_TYPE
-from pymysql.converters import escape_item, through
+from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 from ._errors import PoolMisuse
@@ -202,6 +202,9 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             return "_binary X'" + obj.hex() + "'"
         if type(obj) in (tuple, list, set, frozenset):
             return "(" + ",".join([self.escape(item) for item in obj]) + ")"
+        if type(obj) not in encoders:
+            # PyMySQL would quote its str() with backslash escapes, which NO_BACKSLASH_ESCAPES does not read.
+            return f"'{self.escape_string(str(obj))}'"
         escaped: str = escape_item(obj, self._charset)
         return escaped
 

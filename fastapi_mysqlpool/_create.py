@@ -103,6 +103,9 @@ def create_pool(
     if options.tracing:
         from ._tracing import require_opentelemetry
 
+        if options.driver != "aiomysql":
+            raise ValueError(f"tracing=True is not supported on the {options.driver} driver yet; use driver='aiomysql'")
+
         require_opentelemetry()
     connect_kwargs.setdefault("connect_timeout", options.connect_timeout)
     return _PoolOpener(options, connect_kwargs, hooks)

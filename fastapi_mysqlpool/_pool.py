@@ -548,7 +548,7 @@ class Pool:
             elif isinstance(exc, UnicodeError):
                 # Its text and repr hold the string it failed on, a user name or database name.
                 error = self._driver.error(
-                    2003,
+                    2000,  # CR_UNKNOWN_ERROR: permanent, the same arguments fail the same way
                     f"Can't connect to MySQL server on {self._name!r}: a connect argument has characters its "
                     f"encoding cannot represent ({type(exc).__name__} in codec {getattr(exc, 'encoding', '?')})",
                 )
@@ -590,6 +590,8 @@ class Pool:
         wanted = min(wanted, self.maxsize - size)
         if self._reconnect.down:
             wanted = min(wanted, 1 - self._opening)
+            if now < self._reconnect.not_before:
+                wanted = 0  # backing off: the timer set with not_before calls _grow again
         for _ in range(wanted):
             self._opening += 1
             self._spawn(self._open_one(), "mysqlpool-open").add_done_callback(self._opened)
@@ -614,6 +616,11 @@ class Pool:
                     if not retrying and reconnect.retrying:
                         return None  # another task retries for us
                     if not self._waiters and self.size - 1 >= self.minsize:
+                        # Nobody needs it now; the next acquire may try again once the backoff has passed,
+                        # so that acquires arriving one by one do not each send a connect to a down server.
+                        pause = reconnect.delay()
+                        reconnect.not_before = self._now() + pause
+                        self._loop.call_later(pause, self._grow)
                         reconnect.log_failure(None)
                         return None
                     retrying = reconnect.retrying = True
@@ -759,12 +766,13 @@ class Pool:
             )
         reconnect = self._reconnect
         if (
-            self._options.fail_fast
-            and reconnect.down
+            reconnect.down
             and reconnect.last_exc is not None
-            and self._opening
+            and (self._opening or started < reconnect.not_before)
             and not self._can_serve()
+            and (self._options.fail_fast or not is_transient_connect_error(reconnect.last_exc))
         ):
+            # The server is known to be unreachable (or to refuse us for good): say so now, not at the deadline.
             raise _copy_error(reconnect.last_exc)
         fut = _Waiter(loop=self._loop)
         fut.deadline = deadline

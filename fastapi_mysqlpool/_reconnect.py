@@ -34,6 +34,7 @@ class Reconnect:
         "down",
         "last_error",
         "last_exc",
+        "not_before",
         "retrying",
     )
 
@@ -45,6 +46,8 @@ class Reconnect:
         self.retrying = False  # held by the one task that retries while the server is down
         self.last_error: str | None = None
         self.last_exc: Exception | None = None
+        # While down and nobody retries: no new connect before this time (time.monotonic()).
+        self.not_before = float("-inf")
         self._started = 0.0
         self._logged_at = float("-inf")
         self._failed_since_log = 0
@@ -68,6 +71,7 @@ class Reconnect:
             )  # fmt: skip
         self.down = False
         self.attempt = 0
+        self.not_before = float("-inf")
         self._logged_at = float("-inf")
         self._failed_since_log = 0
 

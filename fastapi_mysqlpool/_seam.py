@@ -37,6 +37,9 @@ __all__ = [
 #: The drivers the pool supports, and the module of each.
 DRIVERS = {"aiomysql": "._aiomysql", "asyncmy": "._asyncmy"}
 
+# Where each driver's error classes live.
+_ERROR_PACKAGES = {"pymysql": "aiomysql", "aiomysql": "aiomysql", "asyncmy": "asyncmy"}
+
 ErrorFamily = Literal["interface", "internal", "operational", "statement"]
 #: A driver's connection, as the pool holds it: the pool never looks inside.
 Conn: TypeAlias = Any
@@ -166,8 +169,10 @@ def get_driver(name: str) -> Driver:
 
 
 def _classify(exc: BaseException) -> tuple[ErrorFamily, int] | None:
-    if not _loaded:
-        get_driver("aiomysql")
+    # The error of a driver no pool of this process has loaded yet (raised by code of its own).
+    owner = _ERROR_PACKAGES.get(type(exc).__module__.partition(".")[0])
+    if owner is not None and owner not in _loaded:
+        get_driver(owner)
     for driver in _loaded.values():
         kind = driver.classify(exc)
         if kind is not None:

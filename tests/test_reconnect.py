@@ -225,3 +225,24 @@ async def test_an_error_of_the_connection_itself_still_discards_it(make_pool: Po
     assert pool.stats()["closed_total"]["broken"] == 1
     async with pool.acquire() as again:
         assert await fetch(again, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.parametrize("fail_fast", ["true", "false"])
+async def test_acquires_one_by_one_do_not_each_send_a_connect_to_a_down_server(fail_fast: str) -> None:
+    pool = await mp.create_pool(
+        dsn=refused_dsn(wait_open="false", fail_fast=fail_fast, backoff_max=0.2, connect_timeout=1), minsize=0
+    )
+    try:
+        acquires = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            with pytest.raises((db_errors.OperationalError, mp.PoolTimeout)):
+                await pool.acquire(timeout=0.05)
+            acquires += 1
+        attempts = pool.stats()["connect_errors_total"]
+        # Backed off between attempts (0.1-0.2 s once down): not one connect per acquire.
+        assert attempts <= 20, (acquires, attempts)
+        assert acquires > attempts
+    finally:
+        pool.close()
+        await pool.wait_closed()
