@@ -83,7 +83,7 @@ class ConnectionOpener:
         self.connection_class = connection_class
         self.dynamic = callable(self._password) or self._connect_args is not None
 
-    async def _arguments(self) -> dict[str, Any]:
+    async def _arguments(self, address: tuple[str, int] | None) -> dict[str, Any]:
         kwargs = dict(self._static)
         password = self._password
         if callable(password):
@@ -100,13 +100,16 @@ class ConnectionOpener:
             if unknown:
                 raise TypeError(f"the connect_args callable returned an unknown connect argument {unknown[0]!r}")
             kwargs.update(extra)
+        if address is not None:
+            kwargs["host"], kwargs["port"] = address
         return kwargs
 
-    async def open(self, statement_time: float) -> Connection:
-        """One connected, configured connection; the caller bounds the whole call with ``connect_timeout``."""
+    async def open(self, statement_time: float, address: tuple[str, int] | None = None) -> Connection:
+        """One connected, configured connection, to ``address`` (host, port) when given; the caller bounds the
+        whole call with ``connect_timeout``."""
         retry = self.dynamic
         while True:
-            conn = self.connection_class(**await self._arguments())
+            conn = self.connection_class(**await self._arguments(address))
             conn.max_statement_time = statement_time
             try:
                 await conn._connect()

@@ -58,6 +58,7 @@ __all__ = [
     "is_clean",
     "is_disconnect",
     "is_transient_connect_error",
+    "is_wrong_host",
     "session_dirty",
 ]
 
@@ -68,6 +69,10 @@ COM_RESET_CONNECTION = 0x1F
 # Server error codes that end the session (shutdown, killed, idle timeout) although the
 # server reports them as ordinary errors. Client-side codes (2000-2999) always do.
 _SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
+# Server error codes that say "this host is no longer what you think": a demoted primary refusing writes
+# (1290 --read-only, 1792 read-only transaction, 1836 read-only mode) and a Galera node out of the primary
+# component (1047 WSREP not prepared, 1180 commit failed). The connection is discarded and its host re-checked.
+_WRONG_HOST_CODES = frozenset({1047, 1180, 1290, 1792, 1836})
 # Connect errors worth a retry: the server is unreachable, starting, shutting down or full.
 # Anything else (access denied, unknown database, a refused TLS certificate, an unknown
 # host, an auth plugin the client lacks) fails the same way however often it is tried.
@@ -136,6 +141,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _unconfirmed = False
     # A failure left the connection in a state nobody can know: it is never reused.
     _broken = False
+    #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
+    wrong_host = False
     _password: Any
     #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
     max_statement_time = 0.0
@@ -205,6 +212,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         except BaseException as exc:
             if not isinstance(exc, Exception) or is_disconnect(exc):
                 self._broken = True
+            elif is_wrong_host(exc):
+                self._broken = self.wrong_host = True
             raise
 
     async def _read_one(self, packet_type: type[MysqlPacket]) -> MysqlPacket:
@@ -500,6 +509,15 @@ def is_disconnect(exc: BaseException) -> bool:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
     return False
+
+
+def is_wrong_host(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server error meaning the host no longer serves as the pool thinks (see
+    ``_WRONG_HOST_CODES``): a demoted primary refusing a write, a Galera node without quorum."""
+    if not isinstance(exc, pymysql.err.MySQLError):
+        return False
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return code in _WRONG_HOST_CODES
 
 
 def is_transient_connect_error(exc: BaseException) -> bool:

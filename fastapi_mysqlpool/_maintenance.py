@@ -30,6 +30,10 @@ async def run_maintenance(pool: Pool) -> None:
         while True:
             await asyncio.sleep(interval)
             retire_idle(pool)
+            hosts = pool._hosts
+            if hosts.due(pool._now()):
+                # Several hosts: re-probe their roles and lags in a task; the pool then drops what no longer serves.
+                hosts.start_probe(pool._spawn, pool._opener, pool._reroute)
             pool._grow()
     except asyncio.CancelledError:
         if not pool._closing:
