@@ -23,7 +23,6 @@ losing quorum is noticed within seconds even while no connection is opened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -196,11 +195,16 @@ class HostSet:
                 fallback.append(host)
             else:
                 rest.append(host)
-        if self.role != "primary" and good:
-            self._turn = (self._turn + 1) % len(good)
-            good = good[self._turn :] + good[: self._turn]
+        if self.role == "primary":
+            first = [*good, *unknown]
+        else:
+            # Hosts that take turns: every unknown one is learnt first, then the qualifying ones rotate.
+            if good:
+                self._turn = (self._turn + 1) % len(good)
+                good = good[self._turn :] + good[: self._turn]
+            first = [*unknown, *good]
         # Hosts known not to serve are tried last: a promotion or a replica catching up is found by trying them.
-        ordered = [(h, False) for h in (*good, *unknown, *rest)]
+        ordered = [(h, False) for h in (*first, *rest)]
         return ordered + [(h, True) for h in fallback]
 
     # ------------------------------------------------------------------ connecting
@@ -216,29 +220,48 @@ class HostSet:
             self._track(conn, host, False)
             return conn
         now = time.monotonic()
-        tried = self.candidates(now)
         last: BaseException | None = None
-        for host, fallback in tried:
-            try:
-                conn, role = await asyncio.wait_for(self._probe_connect(opener, statement_time, host), timeout)
-            except Exception as exc:
-                if not _connect_failure(exc):
-                    raise
-                self._failed(host, exc, time.monotonic())
-                last = exc
-                continue
-            self._judge(host, role, time.monotonic())
-            self._record_limits(role)
-            if self._serves(role) or ((fallback or self._fallback(role)) and not self._any_serves()):
-                self._track(conn, host, not self._serves(role))
-                await self._configure(conn, role)
-                return conn
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.ensure_closed(), 1.0)
-            conn.close()
+        # A primary found while looking for a replica is kept aside: it serves only if no replica does.
+        spare: tuple[aiomysql.Connection, Host, ServerRole] | None = None
+        try:
+            for host, _ in self.candidates(now):
+                try:
+                    conn, role = await asyncio.wait_for(self._probe_connect(opener, statement_time, host), timeout)
+                except Exception as exc:
+                    if not _connect_failure(exc):
+                        raise
+                    self._failed(host, exc, time.monotonic())
+                    last = exc
+                    continue
+                self._judge(host, role, time.monotonic())
+                self._record_limits(role)
+                if self._serves(role):
+                    return await self._hand_out(conn, host, role, False)
+                if spare is None and self._fallback(role):
+                    spare = (conn, host, role)
+                    continue
+                await _quit(conn)
+            if spare is not None:
+                conn, host, role = spare
+                spare = None
+                return await self._hand_out(conn, host, role, True)
+        finally:
+            if spare is not None:
+                await _quit(spare[0])
         raise NoServingHost(
             2003, f"pool {self._name!r}: no host can serve role {self.role!r} ({self.describe()})"
         ) from last
+
+    async def _hand_out(
+        self, conn: aiomysql.Connection, host: Host, role: ServerRole, fallback: bool
+    ) -> aiomysql.Connection:
+        try:
+            await self._configure(conn, role)
+        except BaseException:
+            conn.close()
+            raise
+        self._track(conn, host, fallback)
+        return conn
 
     def _any_serves(self) -> bool:
         return any(h.role is not None and h.state != "down" and self._serves(h.role) for h in self.hosts)
@@ -321,14 +344,9 @@ class HostSet:
             except Exception as exc:
                 self._failed(host, exc, time.monotonic())
                 return
-            try:
-                self._judge(host, role, time.monotonic())
-                self._record_limits(role)
-                await asyncio.wait_for(conn.ensure_closed(), 1.0)
-            except Exception:
-                pass
-            finally:
-                conn.close()
+            self._judge(host, role, time.monotonic())
+            self._record_limits(role)
+            await _quit(conn)
 
         await asyncio.gather(*(one(host) for host in self.hosts))
         on_change()
@@ -351,6 +369,16 @@ def _query_on(conn: aiomysql.Connection) -> Callable[[str], Any]:
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
     return query
+
+
+async def _quit(conn: aiomysql.Connection) -> None:
+    """Close a probed connection the pool does not keep, politely (COM_QUIT), within a second."""
+    try:
+        await asyncio.wait_for(conn.ensure_closed(), 1.0)
+    except Exception:
+        pass
+    finally:
+        conn.close()
 
 
 def _connect_failure(exc: BaseException) -> bool:
