@@ -21,9 +21,9 @@ def replica_app(dsn: str, **options: Any) -> tuple[FastAPI, mp.MySQLLifespan]:
     app.include_router(mp.pool_router)
 
     @app.get("/read")
-    async def read(cur: mp.ReadCursorDep) -> dict[str, Any]:
-        await cur.execute("SELECT @@port, (SELECT COUNT(*) FROM notes)")
-        port, count = await cur.fetchone()
+    async def read(cur: mp.ReadCursorDep, hold: float = 0.0) -> dict[str, Any]:
+        await cur.execute("SELECT @@port, (SELECT COUNT(*) FROM notes), SLEEP(%s)", (hold,))
+        port, count, _ = await cur.fetchone()
         return {"port": port, "count": count}
 
     @app.post("/write")
@@ -63,8 +63,9 @@ async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(re
     app, _ = replica_app(_primary_dsn(replica_set), replicas=replica_set.replicas_dsn, maxsize=2)
     replica_ports = {node.port for node in replica_set.replicas}
     async with serve(app) as client:
-        seen = {(await client.get("/read")).json()["port"] for _ in range(6)}
-        assert seen == replica_ports
+        # Two reads at once hold two connections, opened on the replicas in turn.
+        answers = await asyncio.gather(*(client.get("/read?hold=0.2") for _ in range(2)))
+        assert {answer.json()["port"] for answer in answers} == replica_ports
         answer = (await client.post("/write-then-read")).json()
         assert answer == {"port": replica_set.primary.port, "count": 1}
         stats = (await client.get("/pool/stats")).json()["pools"]
