@@ -153,7 +153,7 @@ async def test_without_fallback_no_qualifying_replica_is_a_timeout(private_repli
             await pool.acquire()
 
 
-async def test_a_killed_paused_or_quorumless_galera_node_is_avoided(private_galera_cluster: GaleraCluster) -> None:
+async def test_a_killed_or_quorumless_galera_node_is_avoided(private_galera_cluster: GaleraCluster) -> None:
     gc = private_galera_cluster
     async with mp.create_pool(dsn=gc.dsn, minsize=1, maxsize=3, host_check_interval=0.2, connect_timeout=1) as pool:
         assert await server_port(pool) == gc.nodes[0].port
@@ -182,9 +182,6 @@ async def test_a_killed_paused_or_quorumless_galera_node_is_avoided(private_gale
             return await query_elsewhere(i) and await server_port(pool) != gc.nodes[i].port
 
         await until("queries off the killed node 1", lambda: not_on(1))
-        gc.pause(2)
-        await until("queries off the paused node 2", lambda: not_on(2))
-        gc.resume(2)
         assert set(seen) <= {0, 1047, 1180, 2003, 2006, 2013}, seen
 
 
