@@ -31,7 +31,7 @@ from typing import Any
 import aiomysql
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._driver import Connection
+from fastapi_mysqlpool._aiomysql import Connection
 from fastapi_mysqlpool.testing import MySQLServer
 
 __all__ = ["VARIANTS", "count_instructions", "main"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
-from ._driver import is_disconnect
 from ._errors import CommitOutcomeUnknown, HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._fastapi import (
     ConnDep,
@@ -39,6 +38,7 @@ from ._gtid import ReadYourWrites, session_gtid
 from ._hooks import Hooks
 from ._pool import Pool
 from ._router import pool_router
+from ._seam import is_disconnect
 from ._statement import is_statement_timeout
 
 __version__ = "0.1.0"

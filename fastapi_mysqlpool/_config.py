@@ -100,8 +100,29 @@ class PoolOptions:
         ">= 0",
         _non_negative,
     )
+    keepalive_interval: float = _opt(
+        0.0,
+        "Seconds an idle connection may go without traffic before the pool pings it, so that a NAT or firewall "
+        "that drops quiet flows does not turn the next request into a timeout (HikariCP's keepaliveTime). "
+        "0: off.",
+        ">= 0",
+        _non_negative,
+    )
+    session_reset: str = _opt(
+        "exact",
+        "What release does to the session. `exact`: roll back an open transaction, and run the full reset "
+        "(COM_RESET_CONNECTION, then the database, character set, sql_mode, init_command, statement timeout and "
+        "autocommit the connection was opened with) only when the session changed, as the server reports it and "
+        "a check of the statement text covers. `rollback`: only the rollback and autocommit; variables, the "
+        "current database, `SET NAMES`, temporary tables, `LOCK TABLES` and `GET_LOCK` locks reach the next "
+        "user. `always`: the full reset on every release (a round trip each).",
+        "'exact', 'rollback' or 'always'",
+        lambda v: v in ("exact", "rollback", "always"),
+    )
     reset_connection: bool = _opt(
-        False, "Send COM_RESET_CONNECTION on release: clears session variables, temporary tables and locks.", "bool"
+        False,
+        "The same as `session_reset=always` (kept from earlier versions): the full reset on every release.",
+        "bool",
     )
     reset_timeout: float = _opt(5.0, "Seconds the reset on release (rollback, autocommit) may take.", "> 0", _positive)
     close_timeout: float = _opt(
@@ -123,6 +144,12 @@ class PoolOptions:
         1.0, "Log a warning when an acquire waits longer than this many seconds. 0: off.", ">= 0", _non_negative
     )
 
+    driver: str = _opt(
+        "aiomysql",
+        "The driver the connections use: `aiomysql`, or `asyncmy` (the `asyncmy` extra).",
+        "'aiomysql' or 'asyncmy'",
+        lambda v: v in ("aiomysql", "asyncmy"),
+    )
     max_statement_time: float = _opt(
         0.0,
         "Seconds the server lets one statement run before it stops it (MariaDB: every statement, error 1969; "

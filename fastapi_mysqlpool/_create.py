@@ -9,9 +9,10 @@ from types import TracebackType
 from typing import Any
 
 from ._config import PoolOptions, closest, parse_dsn, split_options
-from ._credentials import CONNECT_ARGUMENTS, check_sources
+from ._credentials import check_sources
 from ._hooks import Hooks
 from ._pool import Pool
+from ._seam import get_driver
 
 __all__ = ["create_pool"]
 
@@ -77,21 +78,27 @@ def create_pool(
     """
     hooks = Hooks(**{k: kwargs.pop(k) for k in _HOOK_NAMES & kwargs.keys()})
     pool_kwargs, connect_kwargs = split_options(kwargs)
-    unknown = sorted(connect_kwargs.keys() - CONNECT_ARGUMENTS - {"connect_args"})
-    if unknown:
-        hint = closest(unknown[0], [f.name for f in dataclasses.fields(PoolOptions)] + sorted(CONNECT_ARGUMENTS))
-        raise ValueError(f"unknown option {unknown[0]!r}: neither a pool option nor an aiomysql.connect argument{hint}")
     for key, value in (("minsize", minsize), ("maxsize", maxsize), ("pool_recycle", pool_recycle)):
         if value is not None:
             pool_kwargs[key] = value
+    dsn_connect: dict[str, Any] = {}
     if dsn is not None:
         parsed = parse_dsn(dsn)
         pool_kwargs = {**parsed.pool_options, **pool_kwargs}
-        connect_kwargs = {**parsed.connect_kwargs, **connect_kwargs}
+        dsn_connect = parsed.connect_kwargs
+    options = PoolOptions(**pool_kwargs)
+    driver = get_driver(options.driver)
+    unknown = sorted(connect_kwargs.keys() - driver.connect_arguments - {"connect_args"})
+    if unknown:
+        known = [f.name for f in dataclasses.fields(PoolOptions)] + sorted(driver.connect_arguments)
+        raise ValueError(
+            f"unknown option {unknown[0]!r}: neither a pool option nor a {driver.name} connect argument"
+            f"{closest(unknown[0], known)}"
+        )
+    connect_kwargs = {**dsn_connect, **connect_kwargs}
     connect_kwargs.setdefault("echo", echo)
     if echo:
         connect_kwargs["echo"] = True
-    options = PoolOptions(**pool_kwargs)
     check_sources(connect_kwargs)
     if options.tracing:
         from ._tracing import require_opentelemetry

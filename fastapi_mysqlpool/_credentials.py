@@ -21,16 +21,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import aiomysql
-import pymysql
-
-from ._driver import Connection
 from ._hooks import Hook, run_hook
+from ._seam import Conn, Driver, error_code
 
-__all__ = ["ACCESS_DENIED", "CONNECT_ARGUMENTS", "ConnectArgs", "ConnectionOpener", "PasswordSource", "check_sources"]
-
-#: What the pool may pass on to aiomysql.Connection: anything else is a misspelt option.
-CONNECT_ARGUMENTS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop"}
+__all__ = ["ACCESS_DENIED", "ConnectArgs", "ConnectionOpener", "PasswordSource", "check_sources"]
 
 #: ER_ACCESS_DENIED_ERROR: wrong user or password.
 ACCESS_DENIED = 1045
@@ -64,23 +58,23 @@ async def _resolve(source: Callable[[], Any]) -> Any:
 class ConnectionOpener:
     """Opens connections for one pool; see the module docstring."""
 
-    __slots__ = ("_allowed", "_configure", "_connect_args", "_password", "_static", "connection_class", "dynamic")
+    __slots__ = ("_configure", "_connect_args", "_driver", "_password", "_static", "connection_class", "dynamic")
 
     def __init__(
         self,
         connect_kwargs: Mapping[str, Any],
         *,
-        allowed: frozenset[str],
+        driver: Driver,
         configure: Hook | None = None,
-        connection_class: type[Connection] = Connection,
+        connection_class: type[Any] | None = None,
     ) -> None:
         check_sources(connect_kwargs)
         self._static = {k: v for k, v in connect_kwargs.items() if k not in ("password", "connect_args")}
         self._password: PasswordSource | None = connect_kwargs.get("password")
         self._connect_args: ConnectArgs | None = connect_kwargs.get("connect_args")
-        self._allowed = allowed
+        self._driver = driver
         self._configure = configure
-        self.connection_class = connection_class
+        self.connection_class = connection_class or driver.connection_class
         self.dynamic = callable(self._password) or self._connect_args is not None
 
     async def _arguments(self, address: tuple[str, int] | None) -> dict[str, Any]:
@@ -96,7 +90,7 @@ class ConnectionOpener:
             extra = await _resolve(self._connect_args)
             if not isinstance(extra, Mapping):
                 raise TypeError(f"the connect_args callable returned a {type(extra).__name__}, not a mapping")
-            unknown = sorted(set(extra) - self._allowed)
+            unknown = sorted(set(extra) - self._driver.connect_arguments)
             if unknown:
                 raise TypeError(f"the connect_args callable returned an unknown connect argument {unknown[0]!r}")
             kwargs.update(extra)
@@ -104,24 +98,27 @@ class ConnectionOpener:
             kwargs["host"], kwargs["port"] = address
         return kwargs
 
-    async def open(self, statement_time: float, address: tuple[str, int] | None = None) -> Connection:
-        """One connected, configured connection, to ``address`` (host, port) when given; the caller bounds the
-        whole call with ``connect_timeout``."""
+    async def open(self, statement_time: float, opened: list[Conn], address: tuple[str, int] | None = None) -> Conn:
+        """One connected, configured connection (to ``address``, host and port, when given), also appended to
+        ``opened`` as soon as it exists, so that the caller can close it should the result not reach it; the
+        caller bounds the whole call."""
         retry = self.dynamic
+        driver = self._driver
         while True:
-            conn = self.connection_class(**await self._arguments(address))
-            conn.max_statement_time = statement_time
             try:
-                await conn._connect()
-                if self._configure is not None:
-                    await run_hook("configure", self._configure, conn)
-            except pymysql.err.OperationalError as exc:
-                conn.close()
-                if retry and exc.args and exc.args[0] == ACCESS_DENIED:
+                conn = await driver.connect(await self._arguments(address), self.connection_class, statement_time)
+                opened.append(conn)
+            except Exception as exc:
+                if retry and error_code(exc) == ACCESS_DENIED:
                     retry = False
                     continue  # perhaps rotated since the callable answered: ask it once more
                 raise
-            except BaseException:
-                conn.close()
-                raise
+            if self._configure is not None:
+                try:
+                    await run_hook("configure", self._configure, conn)
+                except BaseException:
+                    closing = driver.abort(conn)
+                    if closing is not None:
+                        closing.close()  # the caller's deadline may have run out: no waiting here
+                    raise
             return conn

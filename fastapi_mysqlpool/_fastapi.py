@@ -40,7 +40,6 @@ from typing import Annotated, Any
 
 import aiomysql
 import anyio
-import pymysql
 from fastapi import Depends, HTTPException
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -48,7 +47,6 @@ from starlette.responses import JSONResponse, Response
 
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
-from ._driver import is_disconnect, is_wrong_host
 from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
 from ._gtid import ReadYourWrites, wait_for_gtid
 from ._history import attach as attach_history
@@ -59,6 +57,7 @@ from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool, _default_name
 from ._retry import Transaction
+from ._seam import DRIVERS, error_code, error_family, get_driver, is_disconnect, is_wrong_host
 from ._settings import MySQLPoolSettings, env_pool_options
 from ._statement import is_statement_timeout
 
@@ -112,7 +111,14 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 RunTransaction = Callable[..., Awaitable[Any]]
 
 # What `pool.acquire()` raises when the database cannot serve the request right now.
-_UNAVAILABLE = (PoolError, pymysql.err.OperationalError, OSError)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """What an acquire raises when no connection can be had: the pool's own errors, the network, or a
+    driver's ``OperationalError`` (whichever driver the pool uses)."""
+    return isinstance(exc, (PoolError, OSError)) or error_family(exc) == "operational"
+
+
 #: The 504 answer to a statement stopped by the server's statement timeout.
 STATEMENT_TIMEOUT_DETAIL = "The database statement took too long and was stopped."
 #: The 503 answer to an error meaning the host changed role or left its cluster (`is_wrong_host`).
@@ -327,8 +333,7 @@ def _is_connect_error(exc: BaseException) -> bool:
     """A network error or a client-side MySQL error (2000-2999): what a failed connect raises."""
     if isinstance(exc, OSError):
         return True
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    return isinstance(exc, pymysql.err.OperationalError) and code >= 2000
+    return error_family(exc) == "operational" and (error_code(exc) or 0) >= 2000
 
 
 @functools.cache
@@ -413,7 +418,9 @@ async def _acquire_for(connection: HTTPConnection, pool: Pool) -> aiomysql.Conne
     acquired = pool.acquire()
     try:
         conn = await acquired.__aenter__()
-    except _UNAVAILABLE as exc:
+    except Exception as exc:
+        if not _is_unavailable(exc):
+            raise
         reason, headers = _unavailable(exc)
         raise HTTPException(503, reason, headers) from exc
     # Released when the handler returns, with its exception if it raised one: the pool
@@ -532,7 +539,9 @@ class PoolDependencies:
             acquired = replicas.acquire()
             try:
                 conn = await acquired.__aenter__()
-            except _UNAVAILABLE:
+            except Exception as exc:
+                if not _is_unavailable(exc):
+                    raise
                 return await _acquire_for(connection, pool)
             try:
                 assert ryw is not None
@@ -547,31 +556,34 @@ class PoolDependencies:
             _exit_stack(connection).push_async_exit(_Release(acquired).exit)
             return conn
 
-        def cursor_dependency(cursor_class: type[Any]) -> Callable[..., Awaitable[Any]]:
+        def cursor_dependency(dict_rows: bool) -> Callable[..., Awaitable[Any]]:
             async def get_cursor(
                 connection: HTTPConnection,
                 conn: aiomysql.Connection = Depends(get_conn),  # noqa: B008
+                pool: Pool = Depends(get_pool),  # noqa: B008
             ) -> Any:
                 stack = _exit_stack(connection)
-                cursor = await conn.cursor(cursor_class)
+                cursor = await pool.driver.cursor(conn, dict_rows=dict_rows)
                 stack.push_async_exit(cursor)  # closed before the connection goes back
                 return cursor
 
             return get_cursor
 
+        get_cursor = cursor_dependency(False)
+        get_dict_cursor = cursor_dependency(True)
+
         def read_cursor_dependency() -> Callable[..., Awaitable[Any]]:
             async def get_read_cursor(
                 connection: HTTPConnection,
                 conn: aiomysql.Connection = Depends(get_read_conn),  # noqa: B008
+                pool: Pool = Depends(get_pool),  # noqa: B008
             ) -> Any:
-                cursor = await conn.cursor()
+                cursor = await pool.driver.cursor(conn, dict_rows=False)
                 _exit_stack(connection).push_async_exit(cursor)
                 return cursor
 
             return get_read_cursor
 
-        get_cursor = cursor_dependency(aiomysql.Cursor)
-        get_dict_cursor = cursor_dependency(aiomysql.DictCursor)
         get_read_cursor = read_cursor_dependency()
 
         async def get_transaction(
@@ -597,7 +609,9 @@ class PoolDependencies:
             async def run(fn: Transaction[Any], *, retries: int = 3, acquire_timeout: float | None = None) -> Any:
                 try:
                     return await pool.run_transaction(fn, retries=retries, acquire_timeout=acquire_timeout)
-                except (PoolError, pymysql.err.OperationalError, OSError) as exc:
+                except Exception as exc:
+                    if not _is_unavailable(exc):
+                        raise
                     # Only the acquire raises these as "unavailable": statement errors and a commit of
                     # unknown outcome pass through to the app's handlers.
                     if isinstance(exc, CommitOutcomeUnknown) or not (
@@ -701,8 +715,13 @@ def install_error_handlers(app: Starlette) -> None:
     app.add_exception_handler(PoolError, _pool_error_response)
     # A connection lost mid-request (server restarted, network cut) is the database being
     # unavailable too, not a bug in the handler: a retry will get a fresh connection.
-    app.add_exception_handler(pymysql.err.OperationalError, _pool_error_response)
-    app.add_exception_handler(pymysql.err.InterfaceError, _pool_error_response)
+    for name in DRIVERS:
+        try:
+            driver = get_driver(name)
+        except ValueError:
+            continue  # not installed: none of its errors can occur
+        for error in driver.connection_errors:
+            app.add_exception_handler(error, _pool_error_response)
 
 
 async def _pool_error_response(request: Request, exc: Exception) -> Response:

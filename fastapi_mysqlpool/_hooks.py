@@ -22,13 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import aiomysql
-
 from ._errors import HookError
+from ._seam import Conn, Driver
 
 __all__ = ["Hook", "Hooks", "ping_and_check", "run_hook"]
 
-Hook = Callable[[aiomysql.Connection], Awaitable[Any]]
+Hook = Callable[[Conn], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +71,7 @@ def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
-async def run_hook(kind: str, fn: Hook, conn: aiomysql.Connection) -> Any:
+async def run_hook(kind: str, fn: Hook, conn: Conn) -> Any:
     """Await ``fn(conn)``; any failure becomes a `HookError` naming the hook and the function."""
     try:
         pending = fn(conn)
@@ -84,8 +83,8 @@ async def run_hook(kind: str, fn: Hook, conn: aiomysql.Connection) -> Any:
     return result
 
 
-async def ping_and_check(conn: aiomysql.Connection, check: Hook | None) -> None:
+async def ping_and_check(driver: Driver, conn: Conn, check: Hook | None) -> None:
     """The pre-ping: COM_PING, then the ``check`` hook when one is set."""
-    await conn.ping(reconnect=False)
+    await driver.ping(conn)
     if check is not None and await run_hook("check", check, conn) is False:
         raise HookError(f"check hook {_name(check)} rejected the connection")

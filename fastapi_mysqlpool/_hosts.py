@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pymysql
 
-from ._driver import is_transient_connect_error, is_wrong_host
 from ._roles import ServerRole, probe_role
+from ._seam import Driver, is_transient_connect_error, is_wrong_host
 from ._workers import check_capacity
 
 if TYPE_CHECKING:
@@ -123,11 +123,12 @@ class Host:
 class HostSet:
     """The hosts of one pool, their roles, and which one the next connection goes to (module docstring)."""
 
-    def __init__(self, name: str, addresses: Sequence[tuple[str, int]], options: PoolOptions) -> None:
+    def __init__(self, name: str, addresses: Sequence[tuple[str, int]], options: PoolOptions, driver: Driver) -> None:
         if options.role not in ROLES:
             raise ValueError(f"invalid value for pool option 'role': {options.role!r} (expected one of {ROLES})")
         self._name = name
         self._options = options
+        self._driver = driver
         self.hosts = [Host(host, port) for host, port in addresses]
         self.role: Role = options.role  # type: ignore[assignment]
         # Probing costs a round trip per connect; with one primary host there is no choice to make with it.
@@ -209,10 +210,12 @@ class HostSet:
 
     # ------------------------------------------------------------------ connecting
 
-    async def open(self, opener: ConnectionOpener, statement_time: float, timeout: float) -> aiomysql.Connection:
+    async def open(
+        self, opener: ConnectionOpener, statement_time: float, timeout: float, opened: list[Any]
+    ) -> aiomysql.Connection:
         """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``."""
         if not self.routing:
-            conn = await asyncio.wait_for(opener.open(statement_time), timeout)
+            conn = await asyncio.wait_for(opener.open(statement_time, opened), timeout)
             if self.limits is None:
                 await self._first_probe(conn, timeout)
             host = self.hosts[0]
@@ -226,7 +229,9 @@ class HostSet:
         try:
             for host, _ in self.candidates(now):
                 try:
-                    conn, role = await asyncio.wait_for(self._probe_connect(opener, statement_time, host), timeout)
+                    conn, role = await asyncio.wait_for(
+                        self._probe_connect(opener, statement_time, host, opened), timeout
+                    )
                 except Exception as exc:
                     if not _connect_failure(exc):
                         raise
@@ -240,14 +245,14 @@ class HostSet:
                 if spare is None and self._fallback(role):
                     spare = (conn, host, role)
                     continue
-                await _quit(conn)
+                await self._driver.quit(conn)
             if spare is not None:
                 conn, host, role = spare
                 spare = None
                 return await self._hand_out(conn, host, role, True)
         finally:
             if spare is not None:
-                await _quit(spare[0])
+                await self._driver.quit(spare[0])
         raise NoServingHost(
             2003, f"pool {self._name!r}: no host can serve role {self.role!r} ({self.describe()})"
         ) from last
@@ -258,7 +263,7 @@ class HostSet:
         try:
             await self._configure(conn, role)
         except BaseException:
-            conn.close()
+            _discard(self._driver.abort(conn))
             raise
         self._track(conn, host, fallback)
         return conn
@@ -267,19 +272,21 @@ class HostSet:
         return any(h.role is not None and h.state != "down" and self._serves(h.role) for h in self.hosts)
 
     async def _probe_connect(
-        self, opener: ConnectionOpener, statement_time: float, host: Host
+        self, opener: ConnectionOpener, statement_time: float, host: Host, opened: list[Any]
     ) -> tuple[aiomysql.Connection, ServerRole]:
-        conn = await opener.open(statement_time, (host.host, host.port))
+        conn = await opener.open(statement_time, opened, (host.host, host.port))
         try:
-            return conn, await probe_role(_query_on(conn), str(conn.server_version or ""))
+            return conn, await probe_role(_query_on(self._driver, conn), self._driver.server_version(conn))
         except BaseException:
-            conn.close()
+            _discard(self._driver.abort(conn))
             raise
 
     async def _first_probe(self, conn: aiomysql.Connection, timeout: float) -> None:
         # Only for the limits of a single primary host: a failure here must not fail the connect.
         try:
-            role = await asyncio.wait_for(probe_role(_query_on(conn), str(conn.server_version or "")), timeout)
+            role = await asyncio.wait_for(
+                probe_role(_query_on(self._driver, conn), self._driver.server_version(conn)), timeout
+            )
         except Exception as exc:
             logger.debug("pool %s: could not read the server's connection limits: %s", self._name, _short(exc))
             self.limits = {}
@@ -290,7 +297,8 @@ class HostSet:
     async def _configure(self, conn: aiomysql.Connection, role: ServerRole) -> None:
         if self._options.causal_reads and role.galera is not None:
             # A read on this node waits until the node has applied every write the cluster committed before it.
-            await conn.query("SET SESSION wsrep_sync_wait = 1")
+            async with await self._driver.cursor(conn, dict_rows=False) as cursor:
+                await cursor.execute("SET SESSION wsrep_sync_wait = 1")
 
     def _record_limits(self, role: ServerRole) -> None:
         if self.limits is None:
@@ -340,13 +348,13 @@ class HostSet:
 
         async def one(host: Host) -> None:
             try:
-                conn, role = await asyncio.wait_for(self._probe_connect(opener, 0.0, host), timeout)
+                conn, role = await asyncio.wait_for(self._probe_connect(opener, 0.0, host, []), timeout)
             except Exception as exc:
                 self._failed(host, exc, time.monotonic())
                 return
             self._judge(host, role, time.monotonic())
             self._record_limits(role)
-            await _quit(conn)
+            await self._driver.quit(conn)
 
         await asyncio.gather(*(one(host) for host in self.hosts))
         on_change()
@@ -361,24 +369,20 @@ class HostSet:
         return [host.snapshot() for host in self.hosts]
 
 
-def _query_on(conn: aiomysql.Connection) -> Callable[[str], Any]:
+def _discard(closing: Any) -> None:
+    # A driver's abort may hand back a coroutine that waits for the socket; nobody waits for it here.
+    if closing is not None:
+        closing.close()
+
+
+def _query_on(driver: Driver, conn: aiomysql.Connection) -> Callable[[str], Any]:
     async def query(sql: str) -> Sequence[Mapping[str, Any]]:
-        async with conn.cursor() as cursor:
+        async with await driver.cursor(conn, dict_rows=False) as cursor:
             await cursor.execute(sql)
             names = [column[0] for column in cursor.description or ()]
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
     return query
-
-
-async def _quit(conn: aiomysql.Connection) -> None:
-    """Close a probed connection the pool does not keep, politely (COM_QUIT), within a second."""
-    try:
-        await asyncio.wait_for(conn.ensure_closed(), 1.0)
-    except Exception:
-        pass
-    finally:
-        conn.close()
 
 
 def _connect_failure(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ Invariants, kept by every method below and checked by the stress tests:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -29,12 +29,8 @@ from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
-import aiomysql
-import pymysql
-
 from ._config import PoolOptions
-from ._credentials import CONNECT_ARGUMENTS, ConnectionOpener
-from ._driver import COM_RESET_CONNECTION, Connection, is_clean, is_transient_connect_error, session_dirty
+from ._credentials import ConnectionOpener
 from ._errors import HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._hooks import Hooks, ping_and_check, run_hook
 from ._hosts import HostSet, parse_hosts
@@ -42,6 +38,7 @@ from ._maintenance import check_idle, run_maintenance
 from ._reconnect import Reconnect
 from ._resize import resize
 from ._retry import Transaction, run_transaction
+from ._seam import POOL_TASK, Conn, Driver, get_driver, is_transient_connect_error
 from ._statement import check_statement_time
 from ._stats import CLOSE_REASONS, Histogram
 
@@ -61,6 +58,7 @@ class _Entry:
         "conn",
         "created",
         "expires",
+        "keepalive_at",
         "last_used",
         "leak_handle",
         "leak_stack",
@@ -68,12 +66,14 @@ class _Entry:
         "resetting",
     )
 
-    def __init__(self, conn: aiomysql.Connection, now: float, lifetime: float) -> None:
+    def __init__(self, conn: Conn, now: float, lifetime: float) -> None:
         self.conn = conn
         self.created = now
         # Jitter spreads retirement so connections opened together are not all replaced at once.
         self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime > 0 else 0.0
         self.last_used = now
+        # The last keepalive ping: it proves the path alive without counting as a use (max_idle still applies).
+        self.keepalive_at = now
         self.acquired_at = now
         self.leak_handle: asyncio.TimerHandle | None = None
         self.leak_stack: str | None = None
@@ -90,7 +90,7 @@ class _Waiter(asyncio.Future[_Entry]):
     started: float
 
 
-class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
+class _AcquireContext(Coroutine[Any, Any, Conn]):
     """What ``pool.acquire()`` returns: awaitable, an async context manager, and (as in
     aiomysql) a coroutine that ``asyncio.create_task`` accepts."""
 
@@ -100,19 +100,19 @@ class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
         self._pool = pool
         self._timeout = timeout
         self._limit = limit
-        self._conn: aiomysql.Connection | None = None
-        self._coro: Coroutine[Any, Any, aiomysql.Connection] | None = None
+        self._conn: Conn | None = None
+        self._coro: Coroutine[Any, Any, Conn] | None = None
 
-    def _coroutine(self) -> Coroutine[Any, Any, aiomysql.Connection]:
+    def _coroutine(self) -> Coroutine[Any, Any, Conn]:
         # Created on first use only: ``async with`` never needs it on the fast path.
         if self._coro is None:
             self._coro = self._open()
         return self._coro
 
-    def _open(self) -> Coroutine[Any, Any, aiomysql.Connection]:
+    def _open(self) -> Coroutine[Any, Any, Conn]:
         return self._pool._acquire(self._timeout, self._limit)
 
-    def __await__(self) -> Generator[Any, None, aiomysql.Connection]:
+    def __await__(self) -> Generator[Any, None, Conn]:
         return self._coroutine().__await__()
 
     def send(self, value: Any) -> Any:
@@ -125,7 +125,7 @@ class _AcquireContext(Coroutine[Any, Any, aiomysql.Connection]):
         if self._coro is not None:
             self._coro.close()
 
-    async def __aenter__(self) -> aiomysql.Connection:
+    async def __aenter__(self) -> Conn:
         pool = self._pool
         conn = pool._take_fresh() if self._timeout is None else None
         if conn is None:
@@ -152,11 +152,11 @@ class _HeldConnection:
 
     __slots__ = ("_conn", "_pool")
 
-    def __init__(self, pool: Pool, conn: aiomysql.Connection) -> None:
+    def __init__(self, pool: Pool, conn: Conn) -> None:
         self._pool = pool
         self._conn = conn
 
-    def __enter__(self) -> aiomysql.Connection:
+    def __enter__(self) -> Conn:
         return self._conn
 
     def __exit__(
@@ -186,28 +186,33 @@ class Pool:
         self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
         self._hooks = hooks = hooks or Hooks()
         # Decided once: a pool without a reset hook still skips the reset task for a clean connection.
-        self._always_reset = options.reset_connection or hooks.reset is not None
-        connection_class: type[Connection] = Connection
+        mode = "always" if options.reset_connection else options.session_reset
+        # The full reset on every release, or only when the driver saw the session change (see docs/pool.md).
+        self._full_reset = mode == "always"
+        self._exact_reset = mode == "exact"
+        self._always_reset = self._full_reset or hooks.reset is not None
+        self._driver = driver = get_driver(options.driver)
+        connection_class: type[Any] = driver.connection_class
         self._acquire_context: type[_AcquireContext] = _AcquireContext
         if options.tracing:
             from ._tracing import traced_classes
 
-            connection_class, self._acquire_context = traced_classes(options, _AcquireContext)
+            connection_class, self._acquire_context = traced_classes(options, _AcquireContext, connection_class)
         # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
         addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
         if connect_kwargs.get("unix_socket"):
             addresses = addresses[:1]
-        self._hosts = HostSet(self._name, addresses, options)
+        self._hosts = HostSet(self._name, addresses, options, driver)
         self._opener = ConnectionOpener(
             {**connect_kwargs, "host": addresses[0][0], "port": addresses[0][1]},
-            allowed=CONNECT_ARGUMENTS,
+            driver=driver,
             configure=hooks.configure,
             connection_class=connection_class,
         )
 
         self._free: deque[_Entry] = deque()
-        self._in_use: dict[aiomysql.Connection, _Entry] = {}
-        self._terminated: set[aiomysql.Connection] = set()
+        self._in_use: dict[Conn, _Entry] = {}
+        self._terminated: set[Conn] = set()
         self._waiters: deque[_Waiter] = deque()
         # The deadline timer shared by all waiters (see the module docstring) and when it fires.
         self._timer: asyncio.TimerHandle | None = None
@@ -278,12 +283,17 @@ class Pool:
         return self._closed
 
     @property
+    def driver(self) -> Driver:
+        """The driver the pool's connections belong to (``driver=`` option): aiomysql or asyncmy."""
+        return self._driver
+
+    @property
     def last_error(self) -> str | None:
         """The last connect error, masked; None before the first one."""
         return self._reconnect.last_error
 
     @property
-    def _used(self) -> set[aiomysql.Connection]:
+    def _used(self) -> set[Conn]:
         # The connections callers hold, under the name aiomysql's pool gives them (not those being reset).
         return {conn for conn, entry in self._in_use.items() if not entry.resetting}
 
@@ -314,7 +324,7 @@ class Pool:
             max_statement_time = check_statement_time(max_statement_time, "max_statement_time")
         return self._acquire_context(self, timeout, max_statement_time)
 
-    def release(self, conn: aiomysql.Connection, *, discard: bool = False) -> asyncio.Future[None]:
+    def release(self, conn: Conn, *, discard: bool = False) -> asyncio.Future[None]:
         """Give a connection back, at once, as aiomysql's ``release()`` does (it is not a coroutine).
 
         ``discard=True`` closes it instead of reusing it. The returned future completes when the
@@ -515,9 +525,9 @@ class Pool:
         (cancelled while opening, or still open when its event loop shuts down)."""
         self._closing = self._closed = True
         while self._free:
-            self._free.pop().conn.close()
+            _discard(self._driver.abort(self._free.pop().conn))
         for conn in self._in_use:
-            conn.close()
+            _discard(self._driver.abort(conn))
         self._terminated.update(self._in_use)
         self._in_use.clear()
         self._disarm_timer()
@@ -527,23 +537,30 @@ class Pool:
     async def _connect(self) -> _Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole."""
         started = self._now()
+        opened: list[Conn] = []
         try:
             # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
             # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
-            conn = await self._hosts.open(self._opener, self._options.max_statement_time, self._options.connect_timeout)
+            conn = await self._hosts.open(
+                self._opener, self._options.max_statement_time, self._options.connect_timeout, opened
+            )
         except BaseException as exc:
+            # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
+            # the caller's cancellation: the connection it opened is still reachable here, and closed.
+            for conn in opened:
+                _discard(self._driver.abort(conn))
             if not isinstance(exc, Exception):
                 raise
             self.connect_errors_total += 1
             if isinstance(exc, asyncio.TimeoutError):
-                error: Exception = pymysql.err.OperationalError(
+                error: Exception = self._driver.error(
                     2003,
                     f"Can't connect to MySQL server on {self._name!r} "
                     f"(connect timed out after {self._options.connect_timeout:g} s)",
                 )
             elif isinstance(exc, UnicodeError):
                 # Its text and repr hold the string it failed on, a user name or database name.
-                error = pymysql.err.OperationalError(
+                error = self._driver.error(
                     2003,
                     f"Can't connect to MySQL server on {self._name!r}: a connect argument has characters its "
                     f"encoding cannot represent ({type(exc).__name__} in codec {getattr(exc, 'encoding', '?')})",
@@ -558,6 +575,7 @@ class Pool:
         self.create_time.observe(now - started)
         self.created_total += 1
         self._reconnect.succeeded()
+        self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
         return _Entry(conn, now, self._lifetime)
 
     def _grow(self) -> None:
@@ -642,7 +660,7 @@ class Pool:
 
     # ------------------------------------------------------------ acquire
 
-    def _take_fresh(self) -> aiomysql.Connection | None:
+    def _take_fresh(self) -> Conn | None:
         """The hot path: the most recently used idle connection, if it needs no check."""
         if self._waiters or not self._free or self._closing:
             return None
@@ -651,9 +669,10 @@ class Pool:
         if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
             return None
         conn = entry.conn
-        if not is_clean(conn):
-            return None
+        if not self._driver.is_clean(conn) or self._driver.session_dirty(conn, self._autocommit):
+            return None  # _pop_idle retires it
         self._free.pop()
+        self._driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
         self.acquired_total += 1
@@ -663,7 +682,7 @@ class Pool:
             self._watch_leak(entry)
         return conn
 
-    async def _acquire(self, timeout: float | None, limit: float | None = None) -> aiomysql.Connection:
+    async def _acquire(self, timeout: float | None, limit: float | None = None) -> Conn:
         if self._closing:
             raise PoolClosed(f"pool {self._name!r} is closed")
         started = self._now()
@@ -676,6 +695,7 @@ class Pool:
         self.acquired_total += 1
         self.wait_time.observe(waited)
         entry.acquired_at = now
+        self._driver.set_owned(entry.conn, True)
         if self._options.slow_acquire and waited >= self._options.slow_acquire:
             self._log_slow_acquire(waited)
         if self._options.leak_timeout:
@@ -709,7 +729,15 @@ class Pool:
             entry = self._free.pop()
             if entry.expires and now >= entry.expires:
                 self._retire(entry, "lifetime")
-            elif not is_clean(entry.conn):
+            elif not self._driver.is_clean(entry.conn):
+                self._close_entry_now(entry, "broken")
+            elif self._driver.session_dirty(entry.conn, self._autocommit):
+                # Only a release with a clean session puts a connection here: something used it since.
+                logger.error(
+                    "pool %s: an idle connection is inside a transaction or has unread results (used after "
+                    "its release?); connection discarded", self._name,
+                    extra={"pool": self._name, "event": "discard", "reason": "dirty_idle"},
+                )  # fmt: skip
                 self._close_entry_now(entry, "broken")
             else:
                 return entry, now - entry.last_used <= self._ping_window
@@ -720,7 +748,7 @@ class Pool:
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(ping_and_check(entry.conn, self._hooks.check), timeout)
+            await asyncio.wait_for(ping_and_check(self._driver, entry.conn, self._hooks.check), timeout)
         except HookError as exc:
             logger.warning(
                 "pool %s: %s; connection discarded", self._name, exc,
@@ -832,7 +860,7 @@ class Pool:
 
     # ------------------------------------------------------------ release
 
-    def _release(self, conn: aiomysql.Connection, discard: bool) -> asyncio.Future[None] | None:
+    def _release(self, conn: Conn, discard: bool) -> asyncio.Future[None] | None:
         """Return ``conn``. Synchronous unless the connection needs a reset; then the
         reset runs in its own task (so cancelling the releaser cannot abandon it) and
         the returned future completes with it.
@@ -845,6 +873,8 @@ class Pool:
                 self._terminated.discard(conn)
                 return None
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+        # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
+        self._driver.set_owned(conn, False)
         now = self._now()
         self.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
@@ -852,11 +882,11 @@ class Pool:
             self._end_leak_watch(entry, now)
         if self._closing:
             self._forget(entry)
-            if is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
+            if self._driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
                 return self._retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
-        if discard or not is_clean(conn):
+        if discard or not self._driver.is_clean(conn):
             self._forget(entry)
             self._close_entry_now(entry, "broken")
             self._grow()
@@ -871,17 +901,18 @@ class Pool:
             self._grow()
             return self._retire(entry, "rerouted")
         entry.last_used = now
-        if self._always_reset or session_dirty(conn, self._autocommit):
+        full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
+        if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
             entry.resetting = True
-            return self._spawn(self._reset(entry), "mysqlpool-reset")
+            return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]
         self._put(entry)
         return None
 
-    async def _reset(self, entry: _Entry) -> None:
+    async def _reset(self, entry: _Entry, full: bool) -> None:
         conn = entry.conn
         try:
-            await asyncio.wait_for(self._reset_session(conn), self._options.reset_timeout)
+            await asyncio.wait_for(self._reset_session(conn, full), self._options.reset_timeout)
         except BaseException as exc:
             entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
@@ -899,31 +930,15 @@ class Pool:
         if self._in_use.get(conn) is entry:
             self._give_back(entry)
 
-    async def _reset_session(self, conn: aiomysql.Connection) -> None:
-        # A stored procedure whose later result sets were not read is still running: read
-        # them (it finishes), then roll back whatever it left uncommitted.
-        while conn._result is not None and conn._result.has_next:
-            await conn.next_result()
-        if self._options.reset_connection:
-            await conn._execute_command(COM_RESET_CONNECTION, b"")
-            await conn._read_ok_packet()
-            # The reset restores server defaults; re-apply what the pool configured.
-            if conn.sql_mode is not None:
-                await conn.query(f"SET sql_mode={conn.sql_mode}")
-            if conn.init_command is not None:
-                await conn.query(conn.init_command)
-                await conn.commit()
-            await conn.apply_session_settings()
-            if self._autocommit is not None:
-                await conn._send_autocommit_mode()
-        elif session_dirty(conn, None):
-            await conn.rollback()
-        if self._autocommit is not None and conn.get_autocommit() != self._autocommit:
-            await conn.autocommit(self._autocommit)
-        if self._autocommit is not None:
-            conn.autocommit_mode = self._autocommit
+    async def _reset_session(self, conn: Conn, full: bool) -> None:
+        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
+        if full and self._hooks.configure is not None:
+            # The full reset cleared what the hook set up when the connection was opened.
+            await run_hook("configure", self._hooks.configure, conn)
         if self._hooks.reset is not None:
             await run_hook("reset", self._hooks.reset, conn)
+        # What the hooks set is part of the session every acquirer gets, not a change to reset.
+        self._driver.settle_session(conn)
 
     def _give_back(self, entry: _Entry) -> None:
         self._in_use.pop(entry.conn, None)
@@ -976,26 +991,18 @@ class Pool:
             )  # fmt: skip
         return self._spawn(self._quit(entry.conn), "mysqlpool-close")
 
-    async def _quit(self, conn: aiomysql.Connection) -> None:
-        writer = conn._writer
+    async def _quit(self, conn: Conn) -> None:
         try:
-            if is_clean(conn):
-                await asyncio.wait_for(conn.ensure_closed(), 1.0)
-        except Exception:
-            pass
+            await self._driver.quit(conn)
         finally:
-            conn.close()
-            if writer is not None:
-                await _until_closed(writer)
             self._check_drained()
 
-    def _close_socket(self, conn: aiomysql.Connection) -> None:
+    def _close_socket(self, conn: Conn) -> None:
         """Close without I/O; a task waits (briefly) for the transport to finish closing,
         so that wait_closed() does not return before the socket is really gone."""
-        writer = conn._writer
-        conn.close()
-        if writer is not None:
-            self._spawn(_until_closed(writer), "mysqlpool-close")
+        closing = self._driver.abort(conn)
+        if closing is not None:
+            self._spawn(closing, "mysqlpool-close")
 
     def _close_entry_now(self, entry: _Entry, reason: str) -> None:
         """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
@@ -1075,7 +1082,11 @@ class Pool:
     # ------------------------------------------------------------ tasks
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = self._loop.create_task(coro, name=name)
+        # Created in a context of its own where POOL_TASK is set: its resets, pings and closes may use
+        # given-back connections. (A task copies the context it is created in.)
+        context = contextvars.copy_context()
+        context.run(POOL_TASK.set, True)
+        task: asyncio.Task[Any] = context.run(self._loop.create_task, coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -1086,11 +1097,10 @@ class Pool:
             logger.error("pool %s: background task %s failed", self._name, task.get_name(), exc_info=task.exception())
 
 
-async def _until_closed(writer: asyncio.StreamWriter) -> None:
-    # A TLS transport closes only after its shutdown exchange; a plain one on the next loop
-    # iteration. Either way its socket must be gone before the event loop may close.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+def _discard(closing: Coroutine[Any, Any, None] | None) -> None:
+    # Nobody will wait for the transport: the loop is going away.
+    if closing is not None:
+        closing.close()
 
 
 def _default_name(kwargs: dict[str, Any]) -> str:

@@ -36,10 +36,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomysql
-import pymysql
 
-from ._driver import is_disconnect
 from ._errors import CommitOutcomeUnknown
+from ._seam import error_code, is_disconnect
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -58,9 +57,7 @@ logger = logging.getLogger("fastapi_mysqlpool")
 
 
 def _code(exc: BaseException) -> int | None:
-    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None
+    return error_code(exc) or None
 
 
 async def _rolled_back_whole(conn: aiomysql.Connection, exc: BaseException) -> bool:

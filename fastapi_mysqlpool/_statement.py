@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any
 
-import pymysql
+from ._seam import error_code
 
 __all__ = ["STATEMENT_TIMEOUT_CODES", "check_statement_time", "is_statement_timeout", "session_sql", "with_limit"]
 
@@ -55,4 +55,4 @@ def with_limit(sql: bytes, seconds: float, mariadb: bool) -> bytes:
 def is_statement_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is a statement the server stopped at its statement timeout (MariaDB 1969,
     MySQL 3024). It is a statement error: the connection stays usable, and the pool keeps it."""
-    return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in STATEMENT_TIMEOUT_CODES
+    return error_code(exc) in STATEMENT_TIMEOUT_CODES

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiomysql
 
-from ._driver import Connection
-
 if TYPE_CHECKING:
     from ._config import PoolOptions
     from ._pool import _AcquireContext
@@ -75,8 +73,8 @@ def _server_attributes(conn: aiomysql.Connection) -> dict[str, Any]:
 
 
 def traced_classes(
-    options: PoolOptions, acquire_context: type[_AcquireContext]
-) -> tuple[type[Connection], type[_AcquireContext]]:
+    options: PoolOptions, acquire_context: type[_AcquireContext], connection_class: type[Any]
+) -> tuple[type[Any], type[_AcquireContext]]:
     """The connection class and the acquire context of a traced pool."""
     trace = require_opentelemetry()
     from . import __version__
@@ -85,7 +83,7 @@ def traced_classes(
     client = trace.SpanKind.CLIENT
     record_text = options.trace_statements
 
-    class TracedConnection(Connection):
+    class TracedConnection(connection_class):  # type: ignore[misc]
         async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
             text = sql if isinstance(sql, str) else sql.decode(self.encoding, "surrogateescape")
             operation = operation_name(text)
@@ -97,7 +95,8 @@ def traced_classes(
             name = f"{operation} {self.db}" if operation and self.db else operation or str(self.db or "mysql")
             with tracer.start_as_current_span(name, kind=client, attributes=attributes) as span:
                 try:
-                    return await super().query(sql, unbuffered)
+                    rows: int = await super().query(sql, unbuffered)
+                    return rows
                 except BaseException as exc:
                     span.set_attribute("error.type", type(exc).__qualname__)
                     if isinstance(exc, aiomysql.MySQLError) and exc.args and isinstance(exc.args[0], int):

@@ -10,9 +10,30 @@ import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
 from tests._proxy import FaultProxy
 
 PoolFactory = Callable[..., Awaitable[mp.Pool]]
+
+
+@pytest.fixture(params=_drivers.DRIVER_NAMES)
+def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test once per driver: every pool it creates (``mp.create_pool``, `make_pool`, a lifespan
+    reading ``MYSQLPOOL_DRIVER``) uses that driver unless the test names one itself."""
+    name: str = request.param
+    create_pool = mp.create_pool
+
+    def create_pool_on_driver(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("driver", name)
+        return create_pool(*args, **kwargs)
+
+    monkeypatch.setenv("MYSQLPOOL_DRIVER", name)
+    monkeypatch.setattr(mp, "create_pool", create_pool_on_driver)
+    _drivers.select(name)
+    try:
+        yield name
+    finally:
+        _drivers.select("aiomysql")
 
 
 @pytest.fixture

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomysql
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from tests import _drivers
+from tests._drivers import db_errors
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -56,14 +59,14 @@ async def test_release_of_a_connection_the_caller_closed(make_pool: PoolFactory)
     pool.release(conn)
     assert not pool._used
     async with pool.acquire() as fresh:
-        assert not fresh.closed
+        assert not _drivers.closed(fresh)
         assert await fetch(fresh, "SELECT 1") == [(1,)]
 
 
 async def test_acquire_is_awaitable_a_context_manager_and_a_task(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=0, maxsize=2)
     first, second = await asyncio.gather(pool.acquire(), asyncio.create_task(pool.acquire()))
-    assert isinstance(first, aiomysql.Connection) and isinstance(second, aiomysql.Connection)
+    assert isinstance(first, _drivers.connection_class()) and isinstance(second, _drivers.connection_class())
     assert first is not second
     pool.release(first)
     pool.release(second)
@@ -101,7 +104,7 @@ async def test_deprecated_with_await_pool(mysql_dsn: str) -> None:
             assert pool._used == {conn}
             assert await fetch(conn, "SELECT 1") == [(1,)]
         assert not pool._used and pool.freesize == 1
-    assert conn.closed
+    assert _drivers.closed(conn)
 
 
 async def test_acquire_after_close_is_a_runtime_error(make_pool: PoolFactory) -> None:
@@ -129,7 +132,7 @@ async def test_close_waits_for_connections_in_use(make_pool: PoolFactory) -> Non
     assert not closing.done() and not pool.closed  # still waits for the connection in use
     pool.release(conn)
     await asyncio.wait_for(closing, 5)
-    assert pool.closed and conn.closed
+    assert pool.closed and _drivers.closed(conn)
 
 
 async def test_terminate_closes_connections_in_use(make_pool: PoolFactory) -> None:
@@ -137,7 +140,7 @@ async def test_terminate_closes_connections_in_use(make_pool: PoolFactory) -> No
     conn = await pool.acquire()
     pool.terminate()
     await pool.wait_closed()
-    assert pool.closed and conn.closed
+    assert pool.closed and _drivers.closed(conn)
     pool.release(conn)  # releasing a terminated connection is allowed, as in aiomysql
 
 
@@ -147,7 +150,7 @@ async def test_clear_closes_the_free_connections(make_pool: PoolFactory) -> None
     for conn in conns:
         pool.release(conn)
     await pool.clear()
-    assert all(conn.closed for conn in conns)
+    assert all(_drivers.closed(conn) for conn in conns)
     async with pool.acquire() as conn:
         assert conn not in conns
 
@@ -162,7 +165,7 @@ async def test_create_pool_is_an_async_context_manager(mysql_dsn: str) -> None:
 
 async def test_a_statement_error_leaves_the_connection_in_the_pool(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
-    with pytest.raises(aiomysql.ProgrammingError):
+    with pytest.raises(db_errors.ProgrammingError):
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT * FROM nonexistent_table")
     async with pool.acquire() as again:
@@ -172,10 +175,10 @@ async def test_a_statement_error_leaves_the_connection_in_the_pool(make_pool: Po
 async def test_transaction_status_keeps_aiomysqls_meaning(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
     async with pool.acquire() as conn:
-        with pytest.raises(pymysql.err.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             await fetch(conn, "SELECT * FROM no_such_table")
         assert await fetch(conn, "SELECT @@in_transaction") == [(0,)]
-        with pytest.raises(pymysql.err.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             await fetch(conn, "SELECT * FROM no_such_table")
         assert conn.get_transaction_status() is False  # the server said so; nothing was opened since
         await conn.begin()
@@ -192,7 +195,7 @@ async def test_a_failed_statement_inside_a_transaction_still_rolls_back_on_relea
     pool = await make_pool(minsize=1, maxsize=1)
     async with pool.acquire() as conn:
         await fetch(conn, "SELECT id FROM compat_locked WHERE id = 1 FOR UPDATE")  # opens a transaction, takes a lock
-        with pytest.raises(pymysql.err.IntegrityError):
+        with pytest.raises(db_errors.IntegrityError):
             await fetch(conn, "INSERT INTO compat_locked VALUES (1)")
     async with pool.acquire() as again:
         assert again is conn
@@ -235,7 +238,7 @@ async def test_connections_are_aiomysql_connections_but_the_pool_is_not_an_aiomy
 ) -> None:
     pool = await make_pool()
     async with pool.acquire() as conn:
-        assert isinstance(conn, aiomysql.Connection)
+        assert isinstance(conn, _drivers.connection_class())
         assert conn.get_autocommit() is False
         assert await conn_id(conn) > 0
     # Decided and documented in docs/migrating.md: the pool does not inherit aiomysql's internals.

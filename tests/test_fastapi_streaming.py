@@ -27,12 +27,6 @@ from tests._uvicorn import uvicorn_server
 from tests.conftest import query
 from tests.test_fastapi_uvicorn import CLIENT_TIMEOUT, pool_stats, wait_for_stats
 
-# Until the driver refuses a connection used after its release, the body of a StreamingResponse returned by a
-# handler talks on a connection that is already back in the pool, where the next request may hold it.
-NEEDS_RELEASE_CHECK = pytest.mark.xfail(
-    reason="needs the driver's check that a released connection is not used (issue 18, part 3)", strict=True
-)
-
 
 @pytest.fixture(scope="module")
 def base_url(mysql_server: MySQLServer | ExternalServer) -> Iterator[str]:
@@ -200,9 +194,9 @@ async def test_streaming_response_aborts_when_its_commit_fails(
 @pytest.mark.parametrize(
     "path",
     [
-        pytest.param("/response/conn", marks=NEEDS_RELEASE_CHECK),
+        "/response/conn",
         "/response/cursor",
-        pytest.param("/response/transaction", marks=NEEDS_RELEASE_CHECK),
+        "/response/transaction",
     ],
 )
 async def test_streaming_response_body_cannot_use_the_request_connection(
@@ -243,7 +237,6 @@ async def test_background_task_uses_a_connection_of_its_own(
     assert after["acquired_total"] - before["acquired_total"] == 2
 
 
-@NEEDS_RELEASE_CHECK
 async def test_background_task_cannot_use_the_request_connection(
     http: httpx.AsyncClient, mysql_server: MySQLServer | ExternalServer
 ) -> None:

@@ -133,7 +133,8 @@ async def test_reset_runs_on_every_release_and_a_failing_one_discards(make_pool:
                 raise RuntimeError("refusing")
             await cur.execute("SET @marker = NULL")
 
-    pool = await make_pool(minsize=1, maxsize=1, reset=reset)
+    # Rollback only, so that the hook sees what the user left (the exact reset would have cleared @marker).
+    pool = await make_pool(minsize=1, maxsize=1, reset=reset, session_reset="rollback")
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SET @marker = 'used'")
     async with pool.acquire() as conn, conn.cursor() as cur:

@@ -12,10 +12,14 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._driver import Connection
+from fastapi_mysqlpool._aiomysql import Connection
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
+from tests._drivers import db_errors
 from tests._proxy import FaultProxy
 from tests.conftest import PoolFactory, proxied_dsn, query
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 async def fetch(conn: aiomysql.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -79,7 +83,7 @@ async def test_seed_examples_run_unchanged(mysql_server: MySQLServer | ExternalS
 
     pool = await mp.create_pool(minsize=1, maxsize=3, **kw)
     try:
-        with pytest.raises(aiomysql.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             async with pool.acquire() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT * FROM nonexistent_table")
         assert pool.freesize == 1  # returned to the pool after the error
@@ -108,7 +112,7 @@ async def test_dsn_and_keyword_arguments_combine(mysql_server: MySQLServer | Ext
 
 async def test_echo_logs_sql(make_pool: PoolFactory, caplog: pytest.LogCaptureFixture) -> None:
     pool = await make_pool(echo=True)
-    with caplog.at_level(logging.INFO, logger="aiomysql"):
+    with caplog.at_level(logging.INFO, logger=_drivers.current()):
         async with pool.acquire() as conn:
             await fetch(conn, "SELECT 42")
     assert any("SELECT 42" in r.getMessage() for r in caplog.records)
@@ -323,7 +327,7 @@ async def test_reset_connection_clears_session_state(make_pool: PoolFactory) -> 
         assert await conn_id(conn) == first
         assert await fetch(conn, "SELECT @leftover, @greeting") == [(None, "hi")]
         assert await fetch(conn, "SELECT IS_USED_LOCK('mysqlpool-test')") == [(None,)]
-        with pytest.raises(pymysql.err.ProgrammingError):
+        with pytest.raises(db_errors.ProgrammingError):
             await fetch(conn, "SELECT * FROM scratch")
 
 
@@ -337,8 +341,8 @@ async def test_statement_errors_keep_the_connection(make_pool: PoolFactory, admi
     async with pool.acquire() as conn:
         first = await conn_id(conn)
     for sql, error in (
-        ("SELECT * FROM no_such_table", pymysql.err.ProgrammingError),
-        ("INSERT INTO unique_ids VALUES (1)", pymysql.err.IntegrityError),
+        ("SELECT * FROM no_such_table", db_errors.ProgrammingError),
+        ("INSERT INTO unique_ids VALUES (1)", db_errors.IntegrityError),
     ):
         with pytest.raises(error):
             async with pool.acquire() as conn:
@@ -350,7 +354,7 @@ async def test_statement_errors_keep_the_connection(make_pool: PoolFactory, admi
 
 async def test_connection_errors_replace_the_connection(make_pool: PoolFactory, admin: Any) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
-    with pytest.raises(pymysql.err.OperationalError):
+    with pytest.raises(db_errors.OperationalError):
         async with pool.acquire() as conn:
             first = await conn_id(conn)
             query(admin, f"KILL {first}")
@@ -479,7 +483,7 @@ async def test_max_idle_shrinks_to_minsize_and_minsize_is_refilled(make_pool: Po
     async with pool.acquire() as a, pool.acquire() as b:
         ids = [await conn_id(a), await conn_id(b)]
         query(admin, f"KILL {ids[0]}")
-        with pytest.raises(pymysql.err.OperationalError):
+        with pytest.raises(db_errors.OperationalError):
             await fetch(a, "SELECT 1")
     await asyncio.sleep(0.6)
     assert pool.size == 2  # the lost connection was replaced in the background
@@ -531,17 +535,17 @@ async def test_fail_fast_surfaces_the_connect_error(private_mysql_server: MySQLS
     async with mp.create_pool(dsn=dsn, wait_open=False, minsize=0, fail_fast=True, connect_timeout=0.5) as pool:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(pymysql.err.OperationalError, match="Can't connect"):
+        with pytest.raises(db_errors.OperationalError, match="Can't connect"):
             await pool.acquire(timeout=5)
         assert loop.time() - started < 2
 
 
 async def test_wrong_credentials_fail_at_once_without_retrying(mysql_server: MySQLServer | ExternalServer) -> None:
     kw = {**mysql_server.connect_kwargs, "password": "definitely-wrong"}
-    with pytest.raises(pymysql.err.OperationalError) as info:
+    with pytest.raises(db_errors.OperationalError) as info:
         await mp.create_pool(open_timeout=30, **kw)
     assert info.value.args[0] == 1045
-    with pytest.raises(pymysql.err.OperationalError) as info:
+    with pytest.raises(db_errors.OperationalError) as info:
         await mp.create_pool(**{**mysql_server.connect_kwargs, "db": "no_such_db"})
     # 1044 for an account with rights on its own database only, as the throwaway server's; 1049 with global rights.
     assert info.value.args[0] in ({1044} if isinstance(mysql_server, MySQLServer) else {1044, 1049})
@@ -560,7 +564,7 @@ async def test_server_restarted_under_load(private_mysql_server: MySQLServer) ->
                 async with pool.acquire() as conn:
                     await asyncio.wait_for(fetch(conn, "SELECT 1"), 2)
                 ok += 1
-            except (mp.PoolTimeout, pymysql.err.OperationalError, pymysql.err.InterfaceError):
+            except (mp.PoolTimeout, db_errors.OperationalError, db_errors.InterfaceError):
                 errors += 1
                 await asyncio.sleep(0.05)
 
@@ -833,7 +837,7 @@ async def test_a_failed_statement_is_rolled_back_before_reuse(make_pool: PoolFac
     pool = await make_pool(minsize=1, maxsize=1)
     async with pool.acquire() as conn:
         first = await conn_id(conn)
-    with pytest.raises(pymysql.err.IntegrityError):
+    with pytest.raises(db_errors.IntegrityError):
         async with pool.acquire() as conn:
             await fetch(conn, "INSERT INTO dup_keys VALUES (1)")  # an error packet carries no status flags
     async with pool.acquire() as conn:
@@ -940,13 +944,17 @@ async def test_packets_split_across_reads_and_over_16_mib_arrive_whole(make_pool
     try:
         pool = await make_pool(minsize=1, maxsize=1)
         async with pool.acquire() as conn:
-            assert isinstance(conn, Connection) and conn._buffered_reads  # the fast path is on
-            for size in (3 * 1024 * 1024, 16 * 1024 * 1024 - 1, 17 * 1024 * 1024):
+            # aiomysql's synchronous fast path is on (asyncmy parses its buffer in compiled code)
+            assert _drivers.current() != "aiomysql" or (isinstance(conn, Connection) and conn._buffered_reads)
+            sizes = [3 * 1024 * 1024, 16 * 1024 * 1024 - 1, 17 * 1024 * 1024]
+            if _drivers.current() == "asyncmy":
+                sizes.pop()  # asyncmy 0.2.18 returns no row for a row continued past 16 MiB (docs/pool.md)
+            for size in sizes:
                 rows = await fetch(conn, "SELECT REPEAT('ab', %s), 7", size // 2)
                 assert len(rows[0][0]) == size // 2 * 2 and set(rows[0][0]) == {"a", "b"}
                 assert rows[0][1] == 7
                 assert await fetch(conn, "SELECT 1") == [(1,)]
-        with pytest.raises(pymysql.err.ProgrammingError):  # an error packet on the fast path
+        with pytest.raises(db_errors.ProgrammingError):  # an error packet on the fast path
             async with pool.acquire() as conn:
                 await fetch(conn, "SELECT * FROM no_such_table_here")
         async with pool.acquire() as conn:

@@ -133,7 +133,7 @@ def test_importing_the_package_leaves_aiomysql_untouched() -> None:
     import aiomysql
     import aiomysql.connection
 
-    from fastapi_mysqlpool._driver import Connection
+    from fastapi_mysqlpool._aiomysql import Connection
 
     assert issubclass(Connection, aiomysql.Connection) and Connection is not aiomysql.Connection
     for name in ("_execute_command", "_read_packet", "_read_query_result", "_connect"):

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from fastapi_mysqlpool._driver import COM_RESET_CONNECTION
+from fastapi_mysqlpool._aiomysql import COM_RESET_CONNECTION
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
     SERVER_SESSION_STATE_CHANGED,
@@ -215,6 +215,9 @@ def track_server(mysql_server: MySQLServer | ExternalServer) -> Iterator[MySQLSe
         if "MariaDB" not in query(admin, "SELECT VERSION()")[0][0]:
             pytest.fail("the session-tracking table was measured on MariaDB; measure this server's first")
         query(admin, "CREATE DATABASE IF NOT EXISTS session_track_other")
+        user = mysql_server.connect_kwargs["user"]
+        for host in ("%", "localhost"):
+            query(admin, f"GRANT ALL ON session_track_other.* TO '{user}'@'{host}'")
         query(admin, f"CREATE TABLE IF NOT EXISTS `{mysql_server.db}`.session_track_t (id INT)")
         yield mysql_server
         query(admin, "DROP DATABASE session_track_other")

@@ -37,10 +37,12 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
+import contextlib
+import inspect
+import re
+from collections.abc import Coroutine
 from struct import unpack_from
-from typing import Any
+from typing import Any, ClassVar
 
 import aiomysql
 import pymysql
@@ -49,16 +51,19 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
+from ._errors import PoolMisuse
+from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
+from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import session_sql, with_limit
 
 __all__ = [
-    "COM_RESET_CONNECTION",
+    "DRIVER",
     "EOF_STATUS_TRACKED",
+    "AiomysqlDriver",
     "Connection",
+    "changes_unreported",
     "is_clean",
-    "is_disconnect",
-    "is_transient_connect_error",
-    "is_wrong_host",
+    "session_changed",
     "session_dirty",
 ]
 
@@ -66,27 +71,38 @@ IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 COM_RESET_CONNECTION = 0x1F
-# Server error codes that end the session (shutdown, killed, idle timeout) although the
-# server reports them as ordinary errors. Client-side codes (2000-2999) always do.
-_SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
-# Server error codes that say "this host is no longer what you think": a demoted primary refusing writes
-# (1290 --read-only, 1792 read-only transaction, 1836 read-only mode) and a Galera node out of the primary
-# component (1047 WSREP not prepared, 1180 commit failed). The connection is discarded and its host re-checked.
-_WRONG_HOST_CODES = frozenset({1047, 1180, 1290, 1792, 1836})
-# Connect errors worth a retry: the server is unreachable, starting, shutting down or full.
-# Anything else (access denied, unknown database, a refused TLS certificate, an unknown
-# host, an auth plugin the client lacks) fails the same way however often it is tried.
-_TRANSIENT_CONNECT_CODES = frozenset({1040, 1053, 1129, 1203, 1226, 2002, 2003, 2006, 2013, 2055})
-# Name-resolution answers that say the name does not exist, as opposed to a resolver that
-# did not answer (EAI_AGAIN), which is worth a retry.
-_UNKNOWN_NAME = frozenset(
-    code for code in (getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_SERVICE")) if code is not None
-)
 # A payload of this length continues in the next packet; those take aiomysql's own path.
 _CONTINUED = 0xFFFFFF
 
 #: Whether result sets record the status of their closing EOF packet (aiomysql's hook exists).
 EOF_STATUS_TRACKED = callable(getattr(MySQLResult, "_check_packet_is_eof", None))
+
+# The session trackers set on every connection of a server that tracks sessions: the current database, every
+# system variable, and STATE_CHANGE for user variables, temporary tables, prepared statements and the rest.
+# They cost nothing on a statement that changes nothing: the server adds bytes only to an answer whose command
+# changed the session. The transaction tracker stays off: it would flag every BEGIN, COMMIT and autocommit-off
+# statement, so a clean transaction would look like a changed session.
+_TRACKERS = (
+    "SESSION session_track_schema=ON, SESSION session_track_state_change=ON, SESSION session_track_system_variables='*'"
+)
+# What changes a session without the server saying so (docs/pool.md has the measurements): user locks, open
+# HANDLERs, LOCK TABLES (reported only by the transaction tracker), FLUSH TABLES WITH READ LOCK, and user variables
+# assigned inside a statement (`:=`, `INTO @v`). A false match (the words in a string literal, say) costs one
+# full reset and nothing else.
+_UNREPORTED = re.compile(r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@")
+
+
+def changes_unreported(sql: str | bytes) -> bool:
+    """Whether ``sql`` may change the session in a way the server does not report (see `_UNREPORTED`).
+
+    Substring tests on the lowered text first, a few hundred nanoseconds for a typical statement; the regular
+    expression, which tries every alternative at every position and costs ten times that, only runs on the rare
+    statement that contains one of the words."""
+    low = sql.lower() if isinstance(sql, str) else sql.decode("latin-1").lower()
+    if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low):
+        return _UNREPORTED.search(low) is not None
+    return False
+
 
 # The column-definition cache of a connection: at most this many sets, least recently used
 # out first, and only sets of at most this many bytes (a typical one is well under 1 KiB),
@@ -124,6 +140,9 @@ class _Result(MySQLResult):  # type: ignore[misc]
         self.warning_count = eof.warning_count
         self.has_next = eof.has_next
         self.server_status = eof.server_status
+        if eof.server_status & SERVER_SESSION_STATE_CHANGED and self.connection is not None:
+            # The last EOF of an unbuffered result: its status never reaches the connection's.
+            self.connection._session_changed = True
         return True
 
 
@@ -143,6 +162,14 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _broken = False
     #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
     wrong_host = False
+    # Given back to the pool (see `Driver.set_owned`); and whether a command waits for its answer, which
+    # is the only time another task can run while a command is in flight.
+    _released = False
+    _waiting = False
+    # Whether the server reports session changes (CLIENT_SESSION_TRACK), and whether the session changed since
+    # it was settled (opened, or fully reset): see `session_changed`.
+    _tracks_sessions = False
+    _session_changed = False
     _password: Any
     #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
     max_statement_time = 0.0
@@ -152,6 +179,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._field_cache = {}
+        self.client_flag |= CLIENT_SESSION_TRACK
         if isinstance(self._password, str):
             # aiomysql encodes the password as Latin-1; these characters encode to its UTF-8 bytes.
             self._password = self._password.encode("utf-8").decode("latin-1")
@@ -165,6 +193,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         # Every status aiomysql stores comes from a packet the server sent.
         self._status = status
         self._unconfirmed = False
+        if status & SERVER_SESSION_STATE_CHANGED:
+            self._session_changed = True
 
     def escape(self, obj: Any, mapping: Any = None) -> str:
         """Escape a query parameter, as ``aiomysql.Connection.escape`` does with PyMySQL < 1.2."""
@@ -188,6 +218,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     async def _connect(self) -> None:
         self._buffered_reads = False
         await super()._connect()
+        self._tracks_sessions = bool(self.server_capabilities & CLIENT_SESSION_TRACK)
         await self.apply_session_settings()
         reader = self._reader
         self._buffered_reads = (
@@ -240,6 +271,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             if reader._eof:
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
+            self._waiting = True
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
@@ -247,6 +279,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 raise
             except Exception:
                 break  # the stream failed: aiomysql's path reports it
+            finally:
+                self._waiting = False
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -254,16 +288,60 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                     CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
-        waited: MysqlPacket = await super()._read_packet(packet_type)
+        self._waiting = True
+        try:
+            waited: MysqlPacket = await super()._read_packet(packet_type)
+        finally:
+            self._waiting = False
         return waited
 
-    async def apply_session_settings(self) -> None:
-        """Set what the pool configures per session beyond aiomysql's arguments: the statement timeout.
-        Run after the handshake and again after COM_RESET_CONNECTION, which restores server defaults."""
+    def _session_assignments(self) -> list[str]:
+        """What the pool sets per session beyond aiomysql's arguments: the trackers and the statement timeout."""
+        assignments = [_TRACKERS] if self._tracks_sessions else []
         if self.max_statement_time:
-            await super().query(session_sql(self.max_statement_time, self.is_mariadb))
+            assignments.append(session_sql(self.max_statement_time, self.is_mariadb).removeprefix("SET "))
+        return assignments
+
+    async def apply_session_settings(self) -> None:
+        """Set the `_session_assignments` after the handshake, in one statement."""
+        assignments = self._session_assignments()
+        if assignments:
+            await super().query("SET " + ", ".join(assignments))
+
+    async def restore_session(self, autocommit: bool | None) -> None:
+        """After COM_RESET_CONNECTION, which restores the server's defaults but keeps the current database: the
+        character set, ``sql_mode``, trackers, statement timeout and autocommit the connection was opened with
+        (one statement), the configured database, then ``init_command``."""
+        assignments = [f"NAMES {self.escape(self.charset)}"]
+        if self.sql_mode is not None:
+            assignments.append(f"sql_mode={self.sql_mode}")  # as aiomysql sets it at connect
+        assignments += self._session_assignments()
+        if autocommit is not None:
+            assignments.append(f"autocommit={int(autocommit)}")
+            self.autocommit_mode = autocommit
+        await super().query("SET " + ", ".join(assignments))
+        if self.db:
+            await self.select_db(self.db)
+        else:
+            await super().query("SELECT DATABASE()")
+            result = self._result
+            if result is None or result.rows != ((None,),):
+                # No command returns a session to "no database": only a new connection has none.
+                raise pymysql.err.InterfaceError(
+                    0, "the session selected a database and the pool has none configured to return to"
+                )
+        if self.init_command is not None:
+            await super().query(self.init_command)
+            await self.commit()
+
+    async def set_charset(self, charset: str) -> None:
+        # aiomysql reads the answer without its status: the change would go unseen.
+        self._session_changed = True
+        await super().set_charset(charset)
 
     async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        if self._tracks_sessions and not self._session_changed:
+            self._session_changed = changes_unreported(sql)
         limit = self.statement_limit
         if limit is not None:
             raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
@@ -385,7 +463,27 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 self._consume(reader, pos, seq)
         return done
 
+    def _check_owner(self) -> None:
+        """Refuse a command from whoever gave the connection back, or from a second task while one waits for
+        its answer: both would read, or send, in the middle of someone else's conversation with the server."""
+        if self._released and not POOL_TASK.get():
+            raise PoolMisuse(
+                "connection used after its release: it went back to the pool (release(), or the end of its "
+                "'async with pool.acquire()' block or request) and may already serve someone else; acquire a "
+                "connection of your own for work that outlives the block"
+            )
+        if self._waiting:
+            raise PoolMisuse(
+                "connection used by two tasks at once: another task's command on it still waits for its answer; "
+                "give each task a connection of its own"
+            )
+
+    async def ensure_closed(self) -> None:
+        self._check_owner()
+        await super().ensure_closed()
+
     async def _execute_command(self, command: int, sql: Any) -> None:
+        self._check_owner()
         try:
             await super()._execute_command(command, sql)
         except BaseException as exc:
@@ -482,6 +580,13 @@ def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
     return bool(status & IN_TRANS) or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
 
 
+def session_changed(conn: Connection) -> bool:
+    """Whether the session may differ from the one the connection was opened with: the server flagged a change
+    (``SERVER_SESSION_STATE_CHANGED`` on an OK or EOF packet, an unbuffered result's last one included), a
+    statement did what the server does not report, or the server does not track sessions at all."""
+    return conn._session_changed or not conn._tracks_sessions
+
+
 def is_clean(conn: aiomysql.Connection) -> bool:
     """Cheap, I/O-free check: socket open, no EOF, no unread result, and no stray bytes
     other than the result sets still announced (which the reset on release reads)."""
@@ -494,43 +599,112 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     return not reader._buffer or (result is not None and bool(result.has_next))
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    """Whether ``exc`` leaves the connection unusable, so that it must be replaced.
-
-    Connection-level: ``InterfaceError``, ``InternalError`` (e.g. a wrong packet
-    sequence), ``OperationalError`` with a client-side code such as 2006 or 2013 or a
-    session-ending server code, and socket errors. Statement-level errors such as
-    ``ProgrammingError``, ``IntegrityError``, ``DataError``, a deadlock (1213) or a lock
-    wait timeout (1205) keep the connection, after a rollback.
-    """
-    if isinstance(exc, (pymysql.err.InterfaceError, pymysql.err.InternalError, OSError, EOFError)):
-        return True
-    if isinstance(exc, pymysql.err.OperationalError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        return code == 0 or code >= 2000 or code in _SESSION_ENDING_CODES
-    return False
+_FAMILIES: tuple[tuple[type[BaseException], ErrorFamily], ...] = (
+    (pymysql.err.InterfaceError, "interface"),
+    (pymysql.err.InternalError, "internal"),
+    (pymysql.err.OperationalError, "operational"),
+    (pymysql.err.MySQLError, "statement"),
+)
 
 
-def is_wrong_host(exc: BaseException) -> bool:
-    """Whether ``exc`` is a server error meaning the host no longer serves as the pool thinks (see
-    ``_WRONG_HOST_CODES``): a demoted primary refusing a write, a Galera node without quorum."""
-    if not isinstance(exc, pymysql.err.MySQLError):
-        return False
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    return code in _WRONG_HOST_CODES
+async def _until_closed(writer: asyncio.StreamWriter | None) -> None:
+    # A TLS transport closes only after its shutdown exchange; a plain one on the next loop iteration.
+    # Either way its socket must be gone before the event loop may close.
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
-def is_transient_connect_error(exc: BaseException) -> bool:
-    """Whether a failed connect is worth retrying: the network or a busy server, not wrong
-    credentials, an unknown database or host, or a certificate that does not verify."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return False
-        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME:
-            return False
-        cause = cause.__cause__
-    if isinstance(exc, pymysql.err.MySQLError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-        return code in _TRANSIENT_CONNECT_CODES
-    return isinstance(exc, OSError)
+class AiomysqlDriver(Driver):
+    """aiomysql (PyMySQL's protocol code on asyncio streams), with the pool's `Connection` class."""
+
+    name = "aiomysql"
+    connect_arguments: ClassVar[frozenset[str]] = frozenset(inspect.signature(aiomysql.Connection).parameters) - {
+        "loop"
+    }
+    connection_class = Connection
+    connection_errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+
+    def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
+        for cls, family in _FAMILIES:
+            if isinstance(exc, cls):
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+                return family, code
+        return None
+
+    def error(self, code: int, message: str) -> Exception:
+        error: Exception = pymysql.err.OperationalError(code, message)
+        return error
+
+    async def connect(
+        self, kwargs: dict[str, Any], connection_class: type[Any] | None = None, statement_time: float = 0.0
+    ) -> Connection:
+        conn: Connection = (connection_class or Connection)(**kwargs)
+        conn.max_statement_time = statement_time
+        try:
+            await conn._connect()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def is_clean(self, conn: Connection) -> bool:
+        return is_clean(conn)
+
+    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
+        return session_dirty(conn, autocommit)
+
+    def set_owned(self, conn: Connection, owned: bool) -> None:
+        conn._released = not owned
+
+    def session_changed(self, conn: Connection) -> bool:
+        return session_changed(conn)
+
+    def settle_session(self, conn: Connection) -> None:
+        conn._session_changed = False
+
+    async def reset(self, conn: Connection, *, full: bool, autocommit: bool | None) -> None:
+        # A stored procedure whose later result sets were not read is still running: read them (it
+        # finishes), then roll back whatever it left uncommitted.
+        while conn._result is not None and conn._result.has_next:
+            await conn.next_result()
+        if full:
+            await conn._execute_command(COM_RESET_CONNECTION, b"")
+            await conn._read_ok_packet()
+            await conn.restore_session(autocommit)
+            self.settle_session(conn)
+        elif session_dirty(conn, None):
+            await conn.rollback()
+        if autocommit is not None and conn.get_autocommit() != autocommit:
+            await conn.autocommit(autocommit)
+        if autocommit is not None:
+            conn.autocommit_mode = autocommit
+
+    async def ping(self, conn: Connection) -> None:
+        await conn.ping(reconnect=False)
+
+    async def quit(self, conn: Connection) -> None:
+        writer = conn._writer
+        try:
+            if is_clean(conn):
+                await asyncio.wait_for(conn.ensure_closed(), 1.0)
+        except Exception:
+            pass
+        finally:
+            conn.close()
+            await _until_closed(writer)
+
+    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
+        writer = conn._writer
+        conn.close()
+        return None if writer is None else _until_closed(writer)
+
+    async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
+        return await conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor)
+
+    def server_version(self, conn: Connection) -> str:
+        version: str = conn.get_server_info()
+        return version
+
+
+DRIVER = AiomysqlDriver()

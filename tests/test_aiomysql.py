@@ -19,7 +19,7 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._driver import Connection, is_clean
+from fastapi_mysqlpool._aiomysql import Connection, is_clean
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._proxy import FaultProxy
 from tests.conftest import PoolFactory, proxied_dsn, query
@@ -376,7 +376,7 @@ def test_a_malformed_row_is_converted_once_by_aiomysqls_parser() -> None:
     # A server cannot be made to send this: the second value claims 9 bytes and has 2. The
     # buffered parser must hand the row to aiomysql's before converting anything, so a converter
     # with side effects runs exactly as often as with aiomysql.
-    from fastapi_mysqlpool._driver import _Result, _row  # the parser itself: no server involved
+    from fastapi_mysqlpool._aiomysql import _Result, _row  # the parser itself: no server involved
 
     calls: list[str] = []
 
