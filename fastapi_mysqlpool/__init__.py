@@ -16,6 +16,8 @@ from ._fastapi import (
     MySQLLifespan,
     PoolDep,
     PoolDependencies,
+    ReadConnDep,
+    ReadCursorDep,
     RunTransaction,
     RunTransactionDep,
     TransactionDep,
@@ -23,6 +25,8 @@ from ._fastapi import (
     get_cursor,
     get_dict_cursor,
     get_pool,
+    get_read_conn,
+    get_read_cursor,
     get_run_transaction,
     get_transaction,
     install_error_handlers,
@@ -30,6 +34,7 @@ from ._fastapi import (
     pool_dependencies,
     pools_of,
 )
+from ._gtid import ReadYourWrites, session_gtid
 from ._hooks import Hooks
 from ._pool import Pool
 from ._router import pool_router
@@ -54,6 +59,9 @@ __all__ = [
     "PoolMisuse",
     "PoolOptions",
     "PoolTimeout",
+    "ReadConnDep",
+    "ReadCursorDep",
+    "ReadYourWrites",
     "RunTransaction",
     "RunTransactionDep",
     "TooManyWaiters",
@@ -64,6 +72,8 @@ __all__ = [
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "get_read_conn",
+    "get_read_cursor",
     "get_run_transaction",
     "get_transaction",
     "install_error_handlers",
@@ -75,6 +85,7 @@ __all__ = [
     "pool_dependencies",
     "pool_router",
     "pools_of",
+    "session_gtid",
 ]
 
 # Tracebacks, reprs and pickles name a class by its __module__: give the public classes the module users import

@@ -52,7 +52,7 @@ from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 from ._errors import PoolMisuse
-from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect
+from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import session_sql, with_limit
 
@@ -160,6 +160,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     _unconfirmed = False
     # A failure left the connection in a state nobody can know: it is never reused.
     _broken = False
+    #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
+    wrong_host = False
     # Given back to the pool (see `Driver.set_owned`); and whether a command waits for its answer, which
     # is the only time another task can run while a command is in flight.
     _released = False
@@ -244,6 +246,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         except BaseException as exc:
             if not isinstance(exc, Exception) or is_disconnect(exc):
                 self._broken = True
+            elif is_wrong_host(exc):
+                self._broken = self.wrong_host = True
             raise
 
     async def _read_one(self, packet_type: type[MysqlPacket]) -> MysqlPacket:

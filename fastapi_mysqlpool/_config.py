@@ -170,6 +170,39 @@ class PoolOptions:
         "bool",
     )
 
+    role: str = _opt(
+        "primary",
+        "Which hosts serve: `primary` (accepts writes), `replica` (read-only, lag at most `max_replica_lag`), "
+        "`any` (any healthy host, in turn).",
+        "primary, replica or any",
+        lambda v: v in ("primary", "replica", "any"),
+    )
+    max_replica_lag: float = _opt(
+        5.0,
+        "Seconds a replica may be behind its primary and still serve `role=replica`; unknown lag never qualifies.",
+        ">= 0",
+        _non_negative,
+    )
+    replica_fallback: bool = _opt(
+        True, "With `role=replica`, read from a primary while no replica qualifies; false: wait, then fail.", "bool"
+    )
+    host_check_interval: float = _opt(
+        2.0,
+        "Seconds between probes of every host's role and lag (several hosts or `role` other than primary).",
+        "> 0",
+        _positive,
+    )
+    causal_reads: bool = _opt(
+        False, "On Galera, `wsrep_sync_wait=1`: a read sees every write the cluster committed before it.", "bool"
+    )
+    workers: int = _opt(
+        0,
+        "Worker processes that each open this pool, for the `max_connections` check. 0: detect (WEB_CONCURRENCY, "
+        "uvicorn/gunicorn --workers).",
+        ">= 0",
+        lambda v: v >= 0,
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -353,8 +386,9 @@ def _split_password(dsn: str) -> tuple[str, str, str] | None:
 
 def _parse_dsn(dsn: str) -> ParsedDSN:
     masked = mask_dsn(dsn)
+    dsn, hosts = _split_hosts(dsn.strip(), masked)
     try:
-        parts = urlsplit(dsn.strip())
+        parts = urlsplit(dsn)
         port = parts.port
     except ValueError:
         # Not urlsplit's message: it quotes the would-be port, which is the start of a password holding an unencoded
@@ -369,7 +403,9 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
     if parts.fragment:
         raise ValueError(f"invalid DSN {masked!r}: unexpected fragment '#...' (percent-encode '#' in passwords as %23)")
     connect: dict[str, Any] = {}
-    if parts.hostname:
+    if hosts:
+        connect["host"] = hosts
+    elif parts.hostname:
         connect["host"] = unquote(parts.hostname)
     connect["port"] = port if port is not None else 3306
     if parts.username:
@@ -407,6 +443,33 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
     if context is not None:
         connect["ssl"] = context
     return ParsedDSN(connect, PoolOptions.from_strings(pool_raw, source="DSN"))
+
+
+def _split_hosts(dsn: str, masked: str) -> tuple[str, list[tuple[str, int]] | None]:
+    """A DSN with several hosts (``h1:3306,h2:3306``) as one with the first host only, and the list of all."""
+    scheme, sep, rest = dsn.partition("://")
+    start = rest.rfind("@", 0, rest.find("?") if "?" in rest else len(rest)) + 1
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter, start)
+        if found >= 0:
+            end = min(end, found)
+    netloc = rest[start:end]
+    if "," not in netloc:
+        return dsn, None
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        name, colon, number = item.rpartition(":") if ":" in item else (item, "", "")
+        if not name:
+            raise ValueError(f"invalid DSN {masked!r}: empty host in {netloc!r}")
+        if colon and not number.isdigit():
+            raise ValueError(f"invalid DSN {masked!r}: invalid port {number!r} for host {name!r}")
+        port = int(number) if colon else 3306
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid DSN {masked!r}: port {port} out of range for host {name!r}")
+        hosts.append((unquote(name), port))
+    first = netloc.split(",")[0]
+    return f"{scheme}{sep}{rest[:start]}{first}{rest[end:]}", hosts
 
 
 def _ssl_context(raw: Mapping[str, str]) -> ssl.SSLContext | None:

@@ -77,7 +77,7 @@ class ConnectionOpener:
         self.connection_class = connection_class or driver.connection_class
         self.dynamic = callable(self._password) or self._connect_args is not None
 
-    async def _arguments(self) -> dict[str, Any]:
+    async def _arguments(self, address: tuple[str, int] | None) -> dict[str, Any]:
         kwargs = dict(self._static)
         password = self._password
         if callable(password):
@@ -94,16 +94,19 @@ class ConnectionOpener:
             if unknown:
                 raise TypeError(f"the connect_args callable returned an unknown connect argument {unknown[0]!r}")
             kwargs.update(extra)
+        if address is not None:
+            kwargs["host"], kwargs["port"] = address
         return kwargs
 
-    async def open(self, statement_time: float, opened: list[Conn]) -> Conn:
-        """One connected, configured connection, also appended to ``opened`` as soon as it exists, so that the
-        caller can close it should the result not reach it; the caller bounds the whole call."""
+    async def open(self, statement_time: float, opened: list[Conn], address: tuple[str, int] | None = None) -> Conn:
+        """One connected, configured connection (to ``address``, host and port, when given), also appended to
+        ``opened`` as soon as it exists, so that the caller can close it should the result not reach it; the
+        caller bounds the whole call."""
         retry = self.dynamic
         driver = self._driver
         while True:
             try:
-                conn = await driver.connect(await self._arguments(), self.connection_class, statement_time)
+                conn = await driver.connect(await self._arguments(address), self.connection_class, statement_time)
                 opened.append(conn)
             except Exception as exc:
                 if retry and error_code(exc) == ACCESS_DENIED:

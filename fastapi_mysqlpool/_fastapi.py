@@ -48,20 +48,23 @@ from starlette.responses import JSONResponse, Response
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
 from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
+from ._gtid import ReadYourWrites, wait_for_gtid
 from ._history import attach as attach_history
 from ._history import detach as detach_history
+from ._hosts import parse_hosts
 from ._logging import install_default_handler
 from ._metrics import attach as attach_metrics
 from ._metrics import detach as detach_metrics
 from ._pool import Pool, _default_name
 from ._retry import Transaction
-from ._seam import DRIVERS, error_code, error_family, get_driver, is_disconnect
+from ._seam import DRIVERS, error_code, error_family, get_driver, is_disconnect, is_wrong_host
 from ._settings import MySQLPoolSettings, env_pool_options
 from ._statement import is_statement_timeout
 
 __all__ = [
     "COMMIT_UNKNOWN_DETAIL",
     "DEFAULT_POOL",
+    "REPLICAS_SUFFIX",
     "RETRY_AFTER",
     "STATEMENT_TIMEOUT_DETAIL",
     "STATE_KEY",
@@ -71,6 +74,8 @@ __all__ = [
     "MySQLLifespan",
     "PoolDep",
     "PoolDependencies",
+    "ReadConnDep",
+    "ReadCursorDep",
     "RunTransaction",
     "RunTransactionDep",
     "TransactionDep",
@@ -78,6 +83,8 @@ __all__ = [
     "get_cursor",
     "get_dict_cursor",
     "get_pool",
+    "get_read_conn",
+    "get_read_cursor",
     "get_run_transaction",
     "get_transaction",
     "install_error_handlers",
@@ -90,6 +97,12 @@ __all__ = [
 STATE_KEY = "mysqlpools"
 #: Name of the pool opened by ``mysql_lifespan()`` when no ``name`` is given.
 DEFAULT_POOL = "default"
+#: The replica pool of ``mysql_lifespan(dsn, replicas=...)`` is keyed ``name + REPLICAS_SUFFIX`` in the state.
+REPLICAS_SUFFIX = ".replicas"
+# Where the request's primary connection of a pool is kept, so that reads of a handler that also writes share it.
+_HELD = "mysqlpool.held."
+# Where the lifespan keeps each pool's `ReadYourWrites`, in the lifespan state.
+_RYW_KEY = "mysqlpool_read_your_writes"
 #: Seconds a client is asked to wait before retrying a 503 (``Retry-After``).
 RETRY_AFTER = 1
 
@@ -108,6 +121,8 @@ def _is_unavailable(exc: BaseException) -> bool:
 
 #: The 504 answer to a statement stopped by the server's statement timeout.
 STATEMENT_TIMEOUT_DETAIL = "The database statement took too long and was stopped."
+#: The 503 answer to an error meaning the host changed role or left its cluster (`is_wrong_host`).
+_WRONG_HOST_DETAIL = "The database host cannot serve this request right now."
 #: The 500 answer to a commit whose outcome is unknown.
 COMMIT_UNKNOWN_DETAIL = "The connection to the database was lost during the commit; its outcome is unknown."
 # Where FastAPI keeps the exit stack of a request's function-scoped dependencies.
@@ -127,11 +142,20 @@ class MySQLLifespan:
     """
 
     def __init__(
-        self, dsn: str | None, name: str | None, lifespan: Lifespan | None, pool_options: dict[str, Any]
+        self,
+        dsn: str | None,
+        name: str | None,
+        lifespan: Lifespan | None,
+        pool_options: dict[str, Any],
+        replicas: str | None = None,
+        read_your_writes: ReadYourWrites | None = None,
     ) -> None:
-        if dsn is not None:
-            parse_dsn(dsn)  # a malformed DSN fails here, at import time, not at the first deploy
+        for text in (dsn, replicas):
+            if text is not None:
+                parse_dsn(text)  # a malformed DSN fails here, at import time, not at the first deploy
         self._dsn = dsn
+        self._replicas = replicas
+        self._read_your_writes = read_your_writes
         self._name = name or DEFAULT_POOL
         self._options = pool_options if name is None else {**pool_options, "name": name}
         self._lifespan = lifespan
@@ -182,7 +206,13 @@ class MySQLLifespan:
             if self._name in pools:
                 raise ValueError(f"two MySQL pools are named {self._name!r}; give each mysql_lifespan() its own name")
             pools[self._name] = pool
+            if self._replicas is not None:
+                replica_pool = await self._open_replicas(pool)
+                stack.push_async_callback(self._close, replica_pool)
+                pools[self._name + REPLICAS_SUFFIX] = replica_pool
             state[STATE_KEY] = pools
+            if self._read_your_writes is not None:
+                state[_RYW_KEY] = {**state.get(_RYW_KEY, {}), self._name: self._read_your_writes}
             yield state
 
     async def _open(self) -> Pool:
@@ -208,6 +238,33 @@ class MySQLLifespan:
         attach_history(pool)
         return pool
 
+    async def _open_replicas(self, primary: Pool) -> Pool:
+        """The read pool: the replicas, then the primary's hosts, which serve only while no replica qualifies."""
+        assert self._replicas is not None
+        parsed = parse_dsn(self._replicas)
+        hosts = parse_hosts(parsed.connect_kwargs["host"], parsed.connect_kwargs.get("port", 3306))
+        hosts += [(h.host, h.port) for h in primary._hosts.hosts if (h.host, h.port) not in hosts]
+        options = {
+            **env_pool_options(MySQLPoolSettings()),
+            **parsed.pool_options,
+            **{k: v for k, v in self._options.items() if k != "name"},
+            "role": "replica",
+            "host": hosts,
+            "name": f"{primary.name}{REPLICAS_SUFFIX}",
+        }
+        options.update({k: v for k, v in parsed.pool_options.items() if k == "role"})
+        try:
+            pool = await create_pool(dsn=self._replicas, **options)
+        except Exception as exc:
+            await self._close(primary)
+            raise PoolError(
+                f"cannot open the replica pool of {primary.name!r} at {mask_dsn(self._replicas)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        attach_metrics(pool)
+        attach_history(pool)
+        return pool
+
     async def _close(self, pool: Pool) -> None:
         self._pool = None
         detach_metrics(pool)
@@ -217,7 +274,13 @@ class MySQLLifespan:
 
 
 def mysql_lifespan(
-    dsn: str | None = None, *, name: str | None = None, lifespan: Lifespan | None = None, **pool_options: Any
+    dsn: str | None = None,
+    *,
+    name: str | None = None,
+    lifespan: Lifespan | None = None,
+    replicas: str | None = None,
+    read_your_writes: ReadYourWrites | None = None,
+    **pool_options: Any,
 ) -> MySQLLifespan:
     """A lifespan that opens a pool at startup and closes it, with a bounded drain, at shutdown.
 
@@ -230,8 +293,13 @@ def mysql_lifespan(
     Startup waits for ``minsize`` connections and fails, within ``open_timeout``, with a `PoolError` that names
     the pool and the masked DSN; ``wait_open=False`` starts degraded and keeps reconnecting in the background.
     Several pools: ``mysql_lifespan(dsn2, name="analytics", lifespan=mysql_lifespan(dsn1))``.
+
+    - ``replicas``: ``mysql://user:password@r1,r2/db``, a second pool with ``role=replica`` that `get_read_conn`
+      and `get_read_cursor` read through; it falls back to the primary's hosts while no replica qualifies.
+    - ``read_your_writes``: a `ReadYourWrites`, the header or cookie that carries a GTID token from a write to
+      the client's next read, which then waits for it on the replica or goes to the primary.
     """
-    return MySQLLifespan(dsn, name, lifespan, pool_options)
+    return MySQLLifespan(dsn, name, lifespan, pool_options, replicas, read_your_writes)
 
 
 # --------------------------------------------------------------------------- dependencies
@@ -325,6 +393,66 @@ class _Transaction:
             # the pool rolls back, in a task of its own, one returned inside a transaction.
 
 
+class _Release:
+    """The exit of a request's connection: release it, and answer 503 (not 500) for a wrong-host error."""
+
+    __slots__ = ("acquired",)
+
+    def __init__(self, acquired: Any) -> None:
+        self.acquired = acquired
+
+    async def exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        await self.acquired.__aexit__(exc_type, exc, tb)
+        if exc is not None and is_wrong_host(exc):
+            # The host was demoted or lost quorum mid-request; the pool has discarded the connection and looks
+            # for a host that serves, so a retry in a moment succeeds.
+            raise HTTPException(503, _WRONG_HOST_DETAIL, {"Retry-After": str(RETRY_AFTER)}) from exc
+        return False
+
+
+async def _acquire_for(connection: HTTPConnection, pool: Pool) -> aiomysql.Connection:
+    """A connection of ``pool`` held until the handler returns (see `_exit_stack`); 503 when none can be had."""
+    stack = _exit_stack(connection)
+    acquired = pool.acquire()
+    try:
+        conn = await acquired.__aenter__()
+    except Exception as exc:
+        if not _is_unavailable(exc):
+            raise
+        reason, headers = _unavailable(exc)
+        raise HTTPException(503, reason, headers) from exc
+    # Released when the handler returns, with its exception if it raised one: the pool
+    # decides by the error whether the connection may be reused.
+    stack.push_async_exit(_Release(acquired).exit)
+    return conn
+
+
+def _calls(dependant: Any) -> set[Any]:
+    found = {dependant.call}
+    for sub in dependant.dependencies:
+        found |= _calls(sub)
+    return found
+
+
+def _writes(connection: HTTPConnection, write_calls: set[Callable[..., Any]]) -> bool:
+    """Whether the request's route also holds a write dependency of the same pool (connection, cursor,
+    transaction), so its reads must go where its writes go."""
+    route = connection.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return False
+    calls = _ROUTE_CALLS.get(id(dependant))
+    if calls is None:
+        calls = _ROUTE_CALLS[id(dependant)] = frozenset(_calls(dependant))
+    return not calls.isdisjoint(write_calls)
+
+
+# The dependency callables of each route, computed once per route (routes live as long as the app).
+_ROUTE_CALLS: dict[int, frozenset[Any]] = {}
+
+
 class PoolDependencies:
     """The dependency callables of one named pool. Get it with `pool_dependencies`.
 
@@ -347,6 +475,8 @@ class PoolDependencies:
         "get_cursor",
         "get_dict_cursor",
         "get_pool",
+        "get_read_conn",
+        "get_read_cursor",
         "get_run_transaction",
         "get_transaction",
         "name",
@@ -358,9 +488,14 @@ class PoolDependencies:
     get_dict_cursor: Callable[..., Awaitable[aiomysql.DictCursor]]
     get_transaction: Callable[..., Awaitable[aiomysql.Connection]]
     get_run_transaction: Callable[..., Awaitable[RunTransaction]]
+    get_read_conn: Callable[..., Awaitable[aiomysql.Connection]]
+    get_read_cursor: Callable[..., Awaitable[aiomysql.Cursor]]
 
     def __init__(self, name: str) -> None:
         self.name = name
+        held_key = _HELD + name
+        # Filled in below: the dependencies that mean "this handler writes", for `_writes`.
+        write_calls: set[Callable[..., Any]] = set()
 
         async def get_pool(connection: HTTPConnection) -> Pool:
             pools = pools_of(connection)
@@ -380,18 +515,45 @@ class PoolDependencies:
             connection: HTTPConnection,
             pool: Pool = Depends(get_pool),  # noqa: B008
         ) -> aiomysql.Connection:
-            stack = _exit_stack(connection)
-            acquired = pool.acquire()
+            held: aiomysql.Connection | None = connection.scope.get(held_key)
+            if held is not None:  # taken already for a read of this request (read-your-writes)
+                return held
+            conn = await _acquire_for(connection, pool)
+            connection.scope[held_key] = conn
+            return conn
+
+        async def get_read_conn(
+            connection: HTTPConnection,
+            pool: Pool = Depends(get_pool),  # noqa: B008
+        ) -> aiomysql.Connection:
+            if held_key in connection.scope or _writes(connection, write_calls):
+                # The handler writes too: its reads go to its primary connection and see its own writes.
+                return await get_conn(connection, pool)
+            replicas = pools_of(connection).get(name + REPLICAS_SUFFIX)
+            if replicas is None:
+                return await _acquire_for(connection, pool)  # no replicas configured: the primary serves reads
+            ryw: ReadYourWrites | None = connection.scope.get("state", {}).get(_RYW_KEY, {}).get(name)
+            token = ryw.token(connection) if ryw is not None else None
+            if token is None:
+                return await _acquire_for(connection, replicas)
+            acquired = replicas.acquire()
             try:
                 conn = await acquired.__aenter__()
             except Exception as exc:
                 if not _is_unavailable(exc):
                     raise
-                reason, headers = _unavailable(exc)
-                raise HTTPException(503, reason, headers) from exc
-            # Released when the handler returns, with its exception if it raised one: the pool
-            # decides by the error whether the connection may be reused.
-            stack.push_async_exit(acquired)
+                return await _acquire_for(connection, pool)
+            try:
+                assert ryw is not None
+                reached = await wait_for_gtid(conn, token, ryw.wait)
+            except BaseException as exc:
+                await acquired.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            if not reached:
+                # This replica has not applied the client's last write yet: the primary has.
+                await acquired.__aexit__(None, None, None)
+                return await _acquire_for(connection, pool)
+            _exit_stack(connection).push_async_exit(_Release(acquired).exit)
             return conn
 
         def cursor_dependency(dict_rows: bool) -> Callable[..., Awaitable[Any]]:
@@ -409,6 +571,20 @@ class PoolDependencies:
 
         get_cursor = cursor_dependency(False)
         get_dict_cursor = cursor_dependency(True)
+
+        def read_cursor_dependency() -> Callable[..., Awaitable[Any]]:
+            async def get_read_cursor(
+                connection: HTTPConnection,
+                conn: aiomysql.Connection = Depends(get_read_conn),  # noqa: B008
+                pool: Pool = Depends(get_pool),  # noqa: B008
+            ) -> Any:
+                cursor = await pool.driver.cursor(conn, dict_rows=False)
+                _exit_stack(connection).push_async_exit(cursor)
+                return cursor
+
+            return get_read_cursor
+
+        get_read_cursor = read_cursor_dependency()
 
         async def get_transaction(
             connection: HTTPConnection,
@@ -454,7 +630,10 @@ class PoolDependencies:
             "get_dict_cursor": get_dict_cursor,
             "get_transaction": get_transaction,
             "get_run_transaction": get_run_transaction,
+            "get_read_conn": get_read_conn,
+            "get_read_cursor": get_read_cursor,
         }
+        write_calls.update((get_conn, get_cursor, get_dict_cursor, get_transaction))
         for attribute, fn in dependencies.items():
             fn.__name__ = attribute
             fn.__qualname__ = f"pool_dependencies({name!r}).{attribute}"
@@ -506,6 +685,17 @@ DictCursorDep = Annotated[aiomysql.DictCursor, Depends(get_dict_cursor)]
 """``cur: mp.DictCursorDep`` is ``cur = Depends(mp.get_dict_cursor)``."""
 TransactionDep = Annotated[aiomysql.Connection, Depends(get_transaction)]
 """``conn: mp.TransactionDep`` is ``conn = Depends(mp.get_transaction)``."""
+get_read_conn = _default.get_read_conn
+"""``Depends(mp.get_read_conn)``: a connection for reads: from the replica pool of ``mysql_lifespan(dsn,
+replicas=...)`` (the primary while no replica qualifies, or without replicas), the request's own primary
+connection when the handler also holds a write dependency, and the primary when the client's GTID token
+(`ReadYourWrites`) is not applied on the replica within its wait."""
+get_read_cursor = _default.get_read_cursor
+"""``Depends(mp.get_read_cursor)``: an ``aiomysql.Cursor`` on the request's read connection."""
+ReadConnDep = Annotated[aiomysql.Connection, Depends(get_read_conn)]
+"""``conn: mp.ReadConnDep`` is ``conn = Depends(mp.get_read_conn)``."""
+ReadCursorDep = Annotated[aiomysql.Cursor, Depends(get_read_cursor)]
+"""``cur: mp.ReadCursorDep`` is ``cur = Depends(mp.get_read_cursor)``."""
 RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
 """``run: mp.RunTransactionDep`` is ``run = Depends(mp.get_run_transaction)``."""
 
@@ -539,6 +729,8 @@ async def _pool_error_response(request: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": STATEMENT_TIMEOUT_DETAIL}, status_code=504)
     if isinstance(exc, CommitOutcomeUnknown):
         return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
+    if is_wrong_host(exc):
+        return JSONResponse({"detail": _WRONG_HOST_DETAIL}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
     if not isinstance(exc, PoolError) and not is_disconnect(exc):
         raise exc  # a statement-level error: the app's own 500 handling applies
     reason, headers = _unavailable(exc)

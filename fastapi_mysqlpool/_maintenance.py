@@ -37,6 +37,10 @@ async def run_maintenance(pool: Pool) -> None:
             await asyncio.sleep(interval)
             retire_idle(pool)
             keep_alive(pool)
+            hosts = pool._hosts
+            if hosts.due(pool._now()):
+                # Several hosts: re-probe their roles and lags in a task; the pool then drops what no longer serves.
+                hosts.start_probe(pool._spawn, pool._opener, pool._reroute)
             pool._grow()
     except asyncio.CancelledError:
         if not pool._closing:

@@ -33,6 +33,7 @@ from ._config import PoolOptions
 from ._credentials import ConnectionOpener
 from ._errors import HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._hooks import Hooks, ping_and_check, run_hook
+from ._hosts import HostSet, parse_hosts
 from ._maintenance import check_idle, run_maintenance
 from ._reconnect import Reconnect
 from ._resize import resize
@@ -197,8 +198,16 @@ class Pool:
             from ._tracing import traced_classes
 
             connection_class, self._acquire_context = traced_classes(options, _AcquireContext, connection_class)
+        # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
+        addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
+        if connect_kwargs.get("unix_socket"):
+            addresses = addresses[:1]
+        self._hosts = HostSet(self._name, addresses, options, driver)
         self._opener = ConnectionOpener(
-            connect_kwargs, driver=driver, configure=hooks.configure, connection_class=connection_class
+            {**connect_kwargs, "host": addresses[0][0], "port": addresses[0][1]},
+            driver=driver,
+            configure=hooks.configure,
+            connection_class=connection_class,
         )
 
         self._free: deque[_Entry] = deque()
@@ -365,7 +374,7 @@ class Pool:
             if not fut.done():
                 fut.set_exception(PoolClosed(f"pool {self._name!r} was closed while waiting"))
         for task in list(self._tasks):
-            if task.get_name().startswith("mysqlpool-open") or task is self._maintenance:
+            if task.get_name().startswith(("mysqlpool-open", "mysqlpool-probe")) or task is self._maintenance:
                 task.cancel()
         while self._free:
             self._retire(self._free.pop(), "shutdown")
@@ -451,6 +460,9 @@ class Pool:
             "use_seconds": self.use_time.snapshot(),
             "connect_seconds": self.create_time.snapshot(),
             "last_error": self.last_error,
+            # Several hosts: each one's role and state (host:port, never credentials); the server's limits.
+            "hosts": self._hosts.snapshot(),
+            "limits": self._hosts.limits,
         }
 
     # ------------------------------------------------------------ opening
@@ -528,8 +540,9 @@ class Pool:
         opened: list[Conn] = []
         try:
             # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
-            conn = await asyncio.wait_for(
-                self._opener.open(self._options.max_statement_time, opened), self._options.connect_timeout
+            # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
+            conn = await self._hosts.open(
+                self._opener, self._options.max_statement_time, self._options.connect_timeout, opened
             )
         except BaseException as exc:
             # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
@@ -890,6 +903,11 @@ class Pool:
             self._forget(entry)
             self._grow()
             return self._retire(entry, "lifetime")
+        if self._hosts.routing and not self._hosts.keep(conn):
+            # Its host no longer serves the pool's role, or it is a fallback and a better host qualifies again.
+            self._forget(entry)
+            self._grow()
+            return self._retire(entry, "rerouted")
         entry.last_used = now
         full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
         if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
@@ -972,6 +990,7 @@ class Pool:
         """Close politely, in a task: COM_QUIT, so the server does not count an aborted client.
         Counted now, so that stats() agree with the pool's state the moment it changes."""
         self.closed_total[reason] += 1
+        self._hosts.closed(entry.conn, False)
         if reason in ("lifetime", "idle"):
             age = self._now() - entry.created
             logger.debug(
@@ -997,11 +1016,28 @@ class Pool:
         """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
         self.closed_total[reason] += 1
         self._close_socket(entry.conn)
+        wrong_host = bool(getattr(entry.conn, "wrong_host", False))
+        self._hosts.closed(entry.conn, wrong_host)
+        if wrong_host and not self._closing:
+            self._reroute()  # its host's other idle connections would fail the same way
         if reason != "shutdown":
             logger.info(
                 "pool %s: connection discarded (%s)", self._name, reason,
                 extra={"pool": self._name, "event": "discard", "reason": reason},
             )  # fmt: skip
+
+    def _reroute(self) -> None:
+        """Retire the idle connections the host set no longer wants (after a probe or a wrong-host error)."""
+        if self._closing:
+            return
+        kept: deque[_Entry] = deque()
+        for entry in self._free:
+            if self._hosts.keep(entry.conn):
+                kept.append(entry)
+            else:
+                self._retire(entry, "rerouted")
+        self._free = kept
+        self._grow()
 
     def _check_drained(self) -> None:
         drained = self._drained
@@ -1079,7 +1115,11 @@ def _default_name(kwargs: dict[str, Any]) -> str:
     db = kwargs.get("db") or ""
     if kwargs.get("unix_socket"):
         return f"{kwargs['unix_socket']}/{db}"
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 3306)}/{db}"
+    host = kwargs.get("host", "localhost")
+    if not isinstance(host, str) or "," in host:
+        hosts = ",".join(f"{h}:{p}" for h, p in parse_hosts(host, kwargs.get("port", 3306)))
+        return f"{hosts}/{db}"
+    return f"{host}:{kwargs.get('port', 3306)}/{db}"
 
 
 def _describe(exc: BaseException) -> str:

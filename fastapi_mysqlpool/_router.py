@@ -105,6 +105,10 @@ async def _check(pool: Pool) -> dict[str, Any]:
     else:
         result.update(status="pass", observedValue=round(time.monotonic() - started, 6), observedUnit="s")
     result["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    hosts = pool.stats()["hosts"]
+    if len(hosts) > 1 or (hosts[0]["role"] is not None and pool.options.role != "primary"):
+        # Each host (host:port, never credentials) with its role and state, so an operator sees which one is out.
+        result["hosts"] = [{key: host[key] for key in ("host", "role", "state", "lag")} for host in hosts]
     return result
 
 

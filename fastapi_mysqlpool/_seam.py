@@ -32,6 +32,7 @@ __all__ = [
     "get_driver",
     "is_disconnect",
     "is_transient_connect_error",
+    "is_wrong_host",
 ]
 
 #: The drivers the pool supports, and the module of each.
@@ -47,6 +48,10 @@ Conn: TypeAlias = Any
 # Server error codes that end the session (shutdown, killed, idle timeout) although the server reports
 # them as ordinary errors. Client-side codes (2000-2999) always do.
 SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
+# Server error codes that say "this host is no longer what you think": a demoted primary refusing writes
+# (1290 --read-only, 1792 read-only transaction, 1836 read-only mode) and a Galera node out of the primary
+# component (1047 WSREP not prepared, 1180 commit failed). The connection is discarded and its host re-checked.
+WRONG_HOST_CODES = frozenset({1047, 1180, 1290, 1792, 1836})
 # Connect errors worth a retry: the server is unreachable, starting, shutting down or full. Anything else
 # (access denied, unknown database, a refused TLS certificate, an unknown host, an auth plugin the client
 # lacks) fails the same way however often it is tried.
@@ -210,6 +215,13 @@ def is_disconnect(exc: BaseException) -> bool:
     if family in ("interface", "internal"):
         return True
     return family == "operational" and (code == 0 or code >= 2000 or code in SESSION_ENDING_CODES)
+
+
+def is_wrong_host(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server error meaning the host no longer serves as the pool thinks
+    (`WRONG_HOST_CODES`): a demoted primary refusing a write, a Galera node without quorum."""
+    kind = _classify(exc)
+    return kind is not None and kind[1] in WRONG_HOST_CODES
 
 
 def is_transient_connect_error(exc: BaseException) -> bool:

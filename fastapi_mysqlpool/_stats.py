@@ -19,7 +19,17 @@ BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 #: Why the pool closed a connection; each has a counter in ``stats()["closed_total"]``.
-CLOSE_REASONS = ("broken", "lifetime", "idle", "reset_failed", "cleared", "resized", "terminated", "shutdown")
+CLOSE_REASONS = (
+    "broken",
+    "lifetime",
+    "idle",
+    "reset_failed",
+    "cleared",
+    "resized",
+    "terminated",
+    "shutdown",
+    "rerouted",
+)
 
 
 def quantile(counts: list[int], q: float, largest: float) -> float:

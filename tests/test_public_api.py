@@ -25,6 +25,11 @@ CONTRACT = {
     "get_conn",
     "get_cursor",
     "get_transaction",
+    # Several servers (issue 17)
+    "get_read_conn",
+    "get_read_cursor",
+    "ReadConnDep",
+    "ReadCursorDep",
 }
 # Public beyond the contract, each on purpose. A new public name is added here in the same change.
 ADDITIONS = {
@@ -57,6 +62,9 @@ ADDITIONS = {
     "install_error_handlers",
     "pool_dependencies",
     "pools_of",
+    # Read-your-writes across requests by GTID
+    "ReadYourWrites",
+    "session_gtid",
 }
 # Importable by users without an underscore; everything else is an implementation detail.
 PUBLIC_MODULES = {"testing"}
