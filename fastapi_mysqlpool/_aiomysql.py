@@ -686,17 +686,6 @@ class AiomysqlDriver(Driver):
     async def ping(self, conn: Connection) -> None:
         await conn.ping(reconnect=False)
 
-    async def quit(self, conn: Connection) -> None:
-        writer = conn._writer
-        try:
-            if is_clean(conn):
-                await asyncio.wait_for(conn.ensure_closed(), 1.0)
-        except Exception:
-            pass
-        finally:
-            conn.close()
-            await _until_closed(writer)
-
     def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
         writer = conn._writer
         conn.close()

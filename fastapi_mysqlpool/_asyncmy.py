@@ -284,17 +284,6 @@ class AsyncmyDriver(Driver):
     async def ping(self, conn: Connection) -> None:
         await conn.ping(reconnect=False)
 
-    async def quit(self, conn: Connection) -> None:
-        proto = conn._proto
-        try:
-            if is_clean(conn):
-                await asyncio.wait_for(conn.ensure_closed(), 1.0)
-        except Exception:
-            pass
-        finally:
-            conn.close()
-            await _until_closed(proto)
-
     def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
         proto = conn._proto
         conn.close()

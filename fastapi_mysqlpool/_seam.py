@@ -14,6 +14,7 @@ raises DB-API classes. A driver only says which family an exception belongs to a
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextvars
 import importlib
 import socket
@@ -138,10 +139,19 @@ class Driver(abc.ABC):
     async def ping(self, conn: Any) -> None:
         """COM_PING, without reconnecting; raises when the server does not answer."""
 
-    @abc.abstractmethod
     async def quit(self, conn: Any) -> None:
         """Close politely (COM_QUIT, so the server counts no aborted client) when the stream is clean,
-        else abort; return once the socket is gone. Never raises."""
+        else abort; return once the socket is gone. Never raises. The same for every driver: both
+        connection classes have ``ensure_closed()``, and `abort` knows what to wait for."""
+        try:
+            if self.is_clean(conn):
+                await asyncio.wait_for(conn.ensure_closed(), 1.0)
+        except Exception:
+            pass
+        finally:
+            closing = self.abort(conn)
+            if closing is not None:
+                await closing
 
     @abc.abstractmethod
     def abort(self, conn: Any) -> Coroutine[Any, Any, None] | None:
