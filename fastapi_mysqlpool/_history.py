@@ -55,16 +55,17 @@ class _Counters:
 
     @classmethod
     def read(cls, pool: Pool, at: float) -> _Counters:
-        closed = pool.closed_total
+        stats = pool._stats
+        closed = stats.closed_total
         return cls(
             at=at,
-            acquired=pool.acquired_total,
-            timeouts=pool.timeouts_total,
-            connect_errors=pool.connect_errors_total,
-            rejected=pool.rejected_total,
+            acquired=stats.acquired_total,
+            timeouts=stats.timeouts_total,
+            connect_errors=stats.connect_errors_total,
+            rejected=stats.rejected_total,
             broken=closed["broken"] + closed["reset_failed"],
             held=_held_seconds(pool),
-            wait_counts=tuple(pool.wait_time.counts),
+            wait_counts=tuple(stats.wait_time.counts),
         )
 
     def errors(self) -> int:
@@ -76,7 +77,7 @@ def _held_seconds(pool: Pool) -> float:
     the part of the current ones so far. Its increase over an interval is exactly the connection-seconds in use in
     that interval, however long each hold is; the sum alone would book a long hold at its release, all at once."""
     now = pool._now()
-    return pool.use_time.sum + sum(now - entry.acquired_at for entry in pool._in_use.values())
+    return pool._stats.use_time.sum + sum(now - entry.acquired_at for entry in pool._in_use.values())
 
 
 class History:
@@ -114,7 +115,7 @@ class History:
         first, last = self.counters[0], _Counters.read(self.pool, time.time())
         seconds = max(last.at - first.at, 1e-9)
         waits = [b - a for a, b in zip(first.wait_counts, last.wait_counts, strict=True)]
-        largest = self.pool.wait_time.max
+        largest = self.pool._stats.wait_time.max
         return {
             "seconds": round(seconds, 3),
             "acquires_per_second": round((last.acquired - first.acquired) / seconds, 3),

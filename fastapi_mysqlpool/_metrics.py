@@ -110,7 +110,7 @@ class _Metrics:
         name = pool.name
         for metric in (*self.counters.values(), *self.histograms.values()):
             metric.labels(name)
-        for reason in pool.closed_total:
+        for reason in pool._stats.closed_total:
             self.closed.labels(name, reason)
 
     def sync(self) -> None:
@@ -126,17 +126,17 @@ class _Metrics:
         name = pool.name
         done = copied.counters
         for attr, metric in self.counters.items():
-            value: int = getattr(pool, attr)
+            value: int = getattr(pool._stats, attr)
             if value != done.get(attr, 0):
                 metric.labels(name).inc(value - done.get(attr, 0))
                 done[attr] = value
-        for reason, value in pool.closed_total.items():
+        for reason, value in pool._stats.closed_total.items():
             key = f"closed:{reason}"
             if value != done.get(key, 0):
                 self.closed.labels(name, reason).inc(value - done.get(key, 0))
                 done[key] = value
         for attr, histogram in self.histograms.items():
-            source: Histogram = getattr(pool, attr)
+            source: Histogram = getattr(pool._stats, attr)
             counts, total = copied.histograms.get(attr) or ([0] * len(source.counts), 0.0)
             if source.counts == counts:
                 continue

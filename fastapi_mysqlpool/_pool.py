@@ -1,15 +1,21 @@
-"""The connection pool: acquire and release, the FIFO queue, growth, close and terminate.
+"""The connection pool: acquire and release, growth, close and terminate.
+
+The pool owns where each connection is; each mechanism around it has a module of its own:
+`Entry` (``_entry``) a connection's times, predicates and leak watch; `Waiters` (``_waiters``) the
+FIFO queue and its deadline timer; `Reconnect` (``_reconnect``) the outage, backoff and retry token;
+`PoolStats` (``_stats``) counters and histograms; ``_maintenance`` the background verdicts on idle
+connections; ``_resize`` the validation of new sizes; ``_acquire`` what ``acquire()`` returns.
 
 Invariants, kept by every method below and checked by the stress tests:
 
 - ``size == len(_free) + len(_in_use) + _opening + _checking`` and ``size <= maxsize``.
   A connection is always in exactly one of: the free list, the in-use map, an opening
-  task or a validation sweep. No code path drops one without accounting for it.
-- A waiter is a future in ``_waiters``; whoever changes capacity (release, discard,
-  a finished connect, close) hands a connection to the oldest live waiter or starts a
-  connect for it. Nobody waits on a condition that may never be signalled.
-- One timer serves every waiter's deadline: it is armed no later than the earliest
-  deadline of any live waiter, and when it fires it expires the overdue ones and re-arms.
+  task or a check task. Only this class moves it between them, and no path drops one
+  without accounting for it: ``created_total - sum(closed_total) == size - _opening``
+  whenever no code of the pool runs.
+- Whoever changes capacity (release, discard, a finished connect or check, close) hands a
+  connection to the oldest live waiter or starts a connect for it (`_meet_demand`). Nobody
+  waits on a condition that may never be signalled.
 - No lock is ever held across I/O: this is one event loop, and every state change is a
   synchronous block between awaits. Connects, pings and resets run in their own tasks or
   in the caller's task *after* the bookkeeping is done.
@@ -19,150 +25,36 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
-import random
 import time
-import traceback
 import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._acquire import AcquireContext, HeldConnection
 from ._config import PoolOptions
 from ._credentials import ConnectionOpener
+from ._entry import Entry
 from ._errors import HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
 from ._hooks import Hooks, ping_and_check, run_hook
 from ._hosts import HostSet, parse_hosts
-from ._maintenance import check_idle, run_maintenance
-from ._reconnect import Reconnect
-from ._resize import resize
+from ._maintenance import CHECK, KEEPALIVE, Verdict, run_maintenance, stale_verdict
+from ._reconnect import Reconnect, connect_error, describe
+from ._resize import resized, retire_first
 from ._retry import Transaction, run_transaction
 from ._seam import POOL_TASK, Conn, Driver, get_driver, is_transient_connect_error
 from ._statement import check_statement_time
-from ._stats import CLOSE_REASONS, Histogram
+from ._stats import PoolStats, SlowAcquireLog
+from ._waiters import Waiter, Waiters
 
 __all__ = ["Pool"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
 _T = TypeVar("_T")
-_LIFETIME_JITTER = 0.025
-
-
-class _Entry:
-    """A pooled connection and its bookkeeping; allocated once per connection."""
-
-    __slots__ = (
-        "acquired_at",
-        "conn",
-        "created",
-        "expires",
-        "keepalive_at",
-        "last_used",
-        "leak_handle",
-        "leak_stack",
-        "leaked",
-        "resetting",
-    )
-
-    def __init__(self, conn: Conn, now: float, lifetime: float) -> None:
-        self.conn = conn
-        self.created = now
-        # Jitter spreads retirement so connections opened together are not all replaced at once.
-        self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime > 0 else 0.0
-        self.last_used = now
-        # The last keepalive ping: it proves the path alive without counting as a use (max_idle still applies).
-        self.keepalive_at = now
-        self.acquired_at = now
-        self.leak_handle: asyncio.TimerHandle | None = None
-        self.leak_stack: str | None = None
-        self.leaked = False
-        self.resetting = False
-
-
-class _Waiter(asyncio.Future[_Entry]):
-    """A queued acquire: the future a connection is handed over with, and its deadline."""
-
-    __slots__ = ("deadline", "started")
-
-    deadline: float
-    started: float
-
-
-class _AcquireContext(Coroutine[Any, Any, Conn]):
-    """What ``pool.acquire()`` returns: awaitable, an async context manager, and (as in
-    aiomysql) a coroutine that ``asyncio.create_task`` accepts."""
-
-    __slots__ = ("_conn", "_coro", "_limit", "_pool", "_timeout")
-
-    def __init__(self, pool: Pool, timeout: float | None, limit: float | None = None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._limit = limit
-        self._conn: Conn | None = None
-        self._coro: Coroutine[Any, Any, Conn] | None = None
-
-    def _coroutine(self) -> Coroutine[Any, Any, Conn]:
-        # Created on first use only: ``async with`` never needs it on the fast path.
-        if self._coro is None:
-            self._coro = self._open()
-        return self._coro
-
-    def _open(self) -> Coroutine[Any, Any, Conn]:
-        return self._pool._acquire(self._timeout, self._limit)
-
-    def __await__(self) -> Generator[Any, None, Conn]:
-        return self._coroutine().__await__()
-
-    def send(self, value: Any) -> Any:
-        return self._coroutine().send(value)
-
-    def throw(self, *args: Any) -> Any:
-        return self._coroutine().throw(*args)
-
-    def close(self) -> None:
-        if self._coro is not None:
-            self._coro.close()
-
-    async def __aenter__(self) -> Conn:
-        pool = self._pool
-        conn = pool._take_fresh() if self._timeout is None else None
-        if conn is None:
-            conn = await pool._acquire(self._timeout, self._limit)
-        elif self._limit is not None:
-            conn.statement_limit = self._limit
-        self._conn = conn
-        return conn
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        conn = self._conn
-        self._conn = None
-        if conn is not None:
-            reset = self._pool._release(conn, False)
-            if reset is not None:
-                # Shielded: cancelling the releaser must not cancel the reset, which owns the connection.
-                await asyncio.shield(reset)
-
-
-class _HeldConnection:
-    """What the deprecated ``with await pool as conn`` gives: releases ``conn`` when the block ends."""
-
-    __slots__ = ("_conn", "_pool")
-
-    def __init__(self, pool: Pool, conn: Conn) -> None:
-        self._pool = pool
-        self._conn = conn
-
-    def __enter__(self) -> Conn:
-        return self._conn
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._pool.release(self._conn)
 
 
 class Pool:
@@ -181,8 +73,7 @@ class Pool:
         self._options = options
         self._connect_kwargs = connect_kwargs
         self._autocommit: bool | None = connect_kwargs.get("autocommit", False)
-        self._name = options.name or _default_name(connect_kwargs)
-        self._lifetime = options.lifetime
+        self._name = name = options.name or _default_name(connect_kwargs)
         self._ping_window = options.pre_ping_window if options.pre_ping else float("inf")
         self._hooks = hooks = hooks or Hooks()
         # Decided once: a pool without a reset hook still skips the reset task for a clean connection.
@@ -193,16 +84,16 @@ class Pool:
         self._always_reset = self._full_reset or hooks.reset is not None
         self._driver = driver = get_driver(options.driver)
         connection_class: type[Any] = driver.connection_class
-        self._acquire_context: type[_AcquireContext] = _AcquireContext
+        self._acquire_context: type[AcquireContext] = AcquireContext
         if options.tracing:
             from ._tracing import traced_classes
 
-            connection_class, self._acquire_context = traced_classes(options, _AcquireContext, connection_class)
+            connection_class, self._acquire_context = traced_classes(options, AcquireContext, connection_class)
         # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
         addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
         if connect_kwargs.get("unix_socket"):
             addresses = addresses[:1]
-        self._hosts = HostSet(self._name, addresses, options, driver)
+        self._hosts = HostSet(name, addresses, options, driver)
         self._opener = ConnectionOpener(
             {**connect_kwargs, "host": addresses[0][0], "port": addresses[0][1]},
             driver=driver,
@@ -210,13 +101,11 @@ class Pool:
             connection_class=connection_class,
         )
 
-        self._free: deque[_Entry] = deque()
-        self._in_use: dict[Conn, _Entry] = {}
+        self._free: deque[Entry] = deque()
+        self._in_use: dict[Conn, Entry] = {}
         self._terminated: set[Conn] = set()
-        self._waiters: deque[_Waiter] = deque()
-        # The deadline timer shared by all waiters (see the module docstring) and when it fires.
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._waiters = Waiters(self._loop, self._time_out)
+        self._queue = self._waiters.queue  # read on the hot path: is anybody waiting?
         self._opening = 0
         self._checking = 0
         # Connections to close as they come back, after resize() lowered maxsize below the size.
@@ -227,23 +116,12 @@ class Pool:
         self._drained: asyncio.Future[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._cleared_at = float("-inf")
-
-        self._reconnect = Reconnect(self._name, options.backoff_max)
+        self._reconnect = Reconnect(name, options.backoff_max, options.fail_fast)
+        self._stats = PoolStats()
+        self._slow_log = SlowAcquireLog(name)
         # Awaited by a release that had nothing to wait for: `release()` must return an awaitable.
         self._released: asyncio.Future[None] = self._loop.create_future()
         self._released.set_result(None)
-        self._last_slow_log = -1e9
-        self._slow_suppressed = 0
-
-        self.acquired_total = 0
-        self.timeouts_total = 0
-        self.rejected_total = 0
-        self.created_total = 0
-        self.connect_errors_total = 0
-        self.closed_total = dict.fromkeys(CLOSE_REASONS, 0)
-        self.wait_time = Histogram()
-        self.use_time = Histogram()
-        self.create_time = Histogram()
 
     # ------------------------------------------------------------------ surface
 
@@ -303,13 +181,15 @@ class Pool:
         return bool(self._connect_kwargs.get("echo", False))
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "closing" if self._closing else "open"
         return (
-            f"<Pool {self._name!r} {state} size={self.size}/{self.maxsize} "
-            f"free={len(self._free)} in_use={len(self._in_use)} waiting={len(self._waiters)}>"
+            f"<Pool {self._name!r} {self._state()} size={self.size}/{self.maxsize} "
+            f"free={len(self._free)} in_use={len(self._in_use)} waiting={len(self._queue)}>"
         )
 
-    def acquire(self, timeout: float | None = None, *, max_statement_time: float | None = None) -> _AcquireContext:
+    def _state(self) -> str:
+        return "closed" if self._closed else "closing" if self._closing else "open"
+
+    def acquire(self, timeout: float | None = None, *, max_statement_time: float | None = None) -> AcquireContext:
         """Get a connection: ``async with pool.acquire() as conn`` or ``conn = await pool.acquire()``.
 
         Waits at most ``timeout`` seconds (default: the ``acquire_timeout`` option), then
@@ -340,7 +220,12 @@ class Pool:
     def resize(self, minsize: int | None = None, maxsize: int | None = None) -> None:
         """Change ``minsize`` and ``maxsize`` at runtime. Growing serves waiting tasks at once;
         shrinking closes idle connections now and in-use ones when they come back."""
-        resize(self, minsize, maxsize)
+        if self._closing:
+            raise PoolClosed(f"pool {self._name!r} is closed; it cannot be resized")
+        self._options = resized(self._options, self._name, minsize, maxsize)
+        self._sweep_idle(retire_first(self.size - self.maxsize))  # least recently used first
+        self._excess = max(0, self.size - self.maxsize)
+        self._meet_demand()
 
     async def run_transaction(
         self, fn: Transaction[_T], *, retries: int = 3, acquire_timeout: float | None = None
@@ -357,7 +242,7 @@ class Pool:
         self._cleared_at = self._now()
         closing = [self._retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
         await asyncio.gather(*closing)
-        self._grow()
+        self._meet_demand()
 
     def close(self) -> None:
         """Stop handing out connections. Waiters get `PoolClosed`; idle connections close
@@ -368,11 +253,7 @@ class Pool:
         logger.info(
             "pool %s closing", self._name, extra={"pool": self._name, "event": "close", "in_use": len(self._in_use)}
         )
-        self._disarm_timer()
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_exception(PoolClosed(f"pool {self._name!r} was closed while waiting"))
+        self._waiters.fail_all(lambda: PoolClosed(f"pool {self._name!r} was closed while waiting"))
         for task in list(self._tasks):
             if task.get_name().startswith(("mysqlpool-open", "mysqlpool-probe")) or task is self._maintenance:
                 task.cancel()
@@ -385,7 +266,7 @@ class Pool:
         for conn, entry in list(self._in_use.items()):
             self._forget(entry)
             self._terminated.add(conn)
-            self.closed_total["terminated"] += 1
+            self._stats.closed_total["terminated"] += 1
             self._close_socket(conn)
         self._check_drained()
 
@@ -418,7 +299,7 @@ class Pool:
     def __exit__(self, *args: object) -> None:
         pass  # never reached: __enter__ raises
 
-    def __await__(self) -> Generator[Any, None, _HeldConnection]:
+    def __await__(self) -> Generator[Any, None, HeldConnection]:
         # aiomysql's deprecated ``with await pool as conn`` idiom, kept for code migrating from it.
         warnings.warn(
             'with await pool as conn is deprecated, use "async with pool.acquire() as conn" instead',
@@ -426,7 +307,7 @@ class Pool:
             stacklevel=2,
         )
         conn = yield from self._acquire(None).__await__()
-        return _HeldConnection(self, conn)
+        return HeldConnection(self, conn)
 
     async def __aenter__(self) -> Pool:
         return self
@@ -441,24 +322,16 @@ class Pool:
         """A JSON-serialisable snapshot of the pool's state and counters."""
         return {
             "name": self._name,
-            "state": "closed" if self._closed else "closing" if self._closing else "open",
+            "state": self._state(),
             "minsize": self.minsize,
             "maxsize": self.maxsize,
             "size": self.size,
             "free": len(self._free),
             "in_use": len(self._in_use),
-            "waiting": len(self._waiters),
+            "waiting": len(self._queue),
             "opening": self._opening,
             "checking": self._checking,
-            "acquired_total": self.acquired_total,
-            "timeouts_total": self.timeouts_total,
-            "rejected_total": self.rejected_total,
-            "created_total": self.created_total,
-            "connect_errors_total": self.connect_errors_total,
-            "closed_total": dict(self.closed_total),
-            "acquire_wait_seconds": self.wait_time.snapshot(),
-            "use_seconds": self.use_time.snapshot(),
-            "connect_seconds": self.create_time.snapshot(),
+            **self._stats.snapshot(),
             "last_error": self.last_error,
             # Several hosts: each one's role and state (host:port, never credentials); the server's limits.
             "hosts": self._hosts.snapshot(),
@@ -484,7 +357,7 @@ class Pool:
                 extra={"pool": self._name, "event": "open", "size": self.size},
             )  # fmt: skip
         self._maintenance = self._spawn(run_maintenance(self), "mysqlpool-maintenance")
-        self._grow()
+        self._meet_demand()
 
     async def _fill_at_open(self) -> None:
         """Open ``minsize`` connections concurrently, retrying network errors with backoff
@@ -502,6 +375,7 @@ class Pool:
                     if not task.done():
                         task.cancel()
                     elif not task.cancelled() and task.exception() is None:
+                        self._stats.created_total += 1
                         self._free.append(task.result())
             errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
             if not errors:
@@ -524,18 +398,18 @@ class Pool:
         """Close every socket now, without I/O: for a pool nobody can close properly any more
         (cancelled while opening, or still open when its event loop shuts down)."""
         self._closing = self._closed = True
+        self._stats.closed_total["terminated"] += len(self._free) + len(self._in_use)
         while self._free:
             _discard(self._driver.abort(self._free.pop().conn))
         for conn in self._in_use:
             _discard(self._driver.abort(conn))
         self._terminated.update(self._in_use)
         self._in_use.clear()
-        self._disarm_timer()
-        while self._waiters:
-            self._waiters.popleft().cancel()
+        self._waiters.fail_all(None)
 
-    async def _connect(self) -> _Entry:
-        """Open one connection, bounded by ``connect_timeout`` as a whole."""
+    async def _connect(self) -> Entry:
+        """Open one connection, bounded by ``connect_timeout`` as a whole. The caller counts it as created
+        when it joins the pool."""
         started = self._now()
         opened: list[Conn] = []
         try:
@@ -551,36 +425,21 @@ class Pool:
                 _discard(self._driver.abort(conn))
             if not isinstance(exc, Exception):
                 raise
-            self.connect_errors_total += 1
-            if isinstance(exc, asyncio.TimeoutError):
-                error: Exception = self._driver.error(
-                    2003,
-                    f"Can't connect to MySQL server on {self._name!r} "
-                    f"(connect timed out after {self._options.connect_timeout:g} s)",
-                )
-            elif isinstance(exc, UnicodeError):
-                # Its text and repr hold the string it failed on, a user name or database name.
-                error = self._driver.error(
-                    2000,  # CR_UNKNOWN_ERROR: permanent, the same arguments fail the same way
-                    f"Can't connect to MySQL server on {self._name!r}: a connect argument has characters its "
-                    f"encoding cannot represent ({type(exc).__name__} in codec {getattr(exc, 'encoding', '?')})",
-                )
-            else:
-                error = exc
-            self._reconnect.failed(error, _describe(error))
+            self._stats.connect_errors_total += 1
+            error = connect_error(self._driver, exc, self._name, self._options.connect_timeout)
+            self._reconnect.failed(error, describe(error))
             if error is exc:
                 raise
             raise error from None
         now = self._now()
-        self.create_time.observe(now - started)
-        self.created_total += 1
+        self._stats.create_time.observe(now - started)
         self._reconnect.succeeded()
         self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
-        return _Entry(conn, now, self._lifetime)
+        return Entry(conn, now, self._options.lifetime)
 
-    def _grow(self) -> None:
-        """Serve waiters that no connect or check in flight will serve: idle connections
-        first, then new connects; and keep ``minsize`` connections.
+    def _meet_demand(self) -> None:
+        """Serve the waiters that no connect or check in flight will serve, with idle connections first
+        (handed over, or sent to a check when stale), then with new connects; and keep ``minsize``.
 
         While the server is unreachable only one connect runs at a time, so a down server
         sees one attempt per backoff period rather than one per waiter.
@@ -589,27 +448,23 @@ class Pool:
             return
         # Idle connections first: after a quiet spell they are all past the pre-ping window,
         # and a burst must not queue behind a single check while they sit unused.
-        uncovered = len(self._waiters) - self._opening - self._checking
+        uncovered = len(self._queue) - self._opening - self._checking
         now = self._now()
-        while uncovered > 0 and (popped := self._pop_idle(now)) is not None:
+        while uncovered > 0 and (popped := self._pop_usable_idle(now)) is not None:
             entry, fresh = popped
             if fresh:
                 self._put(entry)
             else:
-                check_idle(self, entry)
+                self._check_idle(entry)
             uncovered -= 1
         size = self.size
-        wanted = max(uncovered, self.minsize - size)
-        wanted = min(wanted, self.maxsize - size)
-        if self._reconnect.down:
-            wanted = min(wanted, 1 - self._opening)
-            if now < self._reconnect.not_before:
-                wanted = 0  # backing off: the timer set with not_before calls _grow again
-        for _ in range(wanted):
+        wanted = min(max(uncovered, self.minsize - size), self.maxsize - size)
+        # The backoff timer set by Reconnect.pause() calls this again.
+        for _ in range(self._reconnect.allowed(wanted, self._opening, now)):
             self._opening += 1
             self._spawn(self._open_one(), "mysqlpool-open").add_done_callback(self._opened)
 
-    async def _open_one(self) -> _Entry | None:
+    async def _open_one(self) -> Entry | None:
         """Background connect, retried with backoff while there is demand for it.
 
         While the server is down one task retries (it holds ``_reconnect.retrying``); a connect
@@ -623,23 +478,17 @@ class Pool:
                 try:
                     return await self._connect()
                 except Exception as exc:
-                    if not self._can_serve() and (self._options.fail_fast or not is_transient_connect_error(exc)):
+                    if not self._can_serve() and reconnect.hopeless(exc):
                         # Nothing alive can serve the waiters, and this error will not pass by waiting.
-                        self._fail_waiters(exc)
+                        self._waiters.fail_all(functools.partial(_copy_error, exc))
                     if not retrying and reconnect.retrying:
                         return None  # another task retries for us
-                    if not self._waiters and self.size - 1 >= self.minsize:
-                        # Nobody needs it now; the next acquire may try again once the backoff has passed,
-                        # so that acquires arriving one by one do not each send a connect to a down server.
-                        pause = reconnect.delay()
-                        reconnect.not_before = self._now() + pause
-                        self._loop.call_later(pause, self._grow)
-                        reconnect.log_failure(None)
+                    if not self._queue and self.size - 1 >= self.minsize:
+                        # Nobody needs it now; the next acquire may try again once the backoff has passed.
+                        self._loop.call_later(reconnect.pause(), self._meet_demand)
                         return None
                     retrying = reconnect.retrying = True
-                    delay = reconnect.delay()
-                    reconnect.log_failure(delay)
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(reconnect.next_delay())
         finally:
             if retrying:
                 reconnect.retrying = False
@@ -648,45 +497,39 @@ class Pool:
         """Whether a live connection exists that will serve a waiter once it is released or checked."""
         return bool(self._free or self._in_use or self._checking)
 
-    def _opened(self, task: asyncio.Task[_Entry | None]) -> None:
+    def _opened(self, task: asyncio.Task[Entry | None]) -> None:
         # A done callback, not a ``finally`` in _open_one: a task cancelled by close()
         # before its first step never runs its body, and the count must drop all the same.
         self._opening -= 1
         entry = None if task.cancelled() or task.exception() is not None else task.result()
         if entry is not None:
+            self._stats.created_total += 1  # in the same step that takes it out of _opening
             self._put(entry)
             # The server answers again: open connections for whoever else waits.
-            self._grow()
+            self._meet_demand()
         self._check_drained()
-
-    def _fail_waiters(self, exc: Exception) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_exception(_copy_error(exc))
 
     # ------------------------------------------------------------ acquire
 
-    def _take_fresh(self) -> Conn | None:
-        """The hot path: the most recently used idle connection, if it needs no check."""
-        if self._waiters or not self._free or self._closing:
+    def _acquire_at_once(self) -> Conn | None:
+        """The hot path, all of an acquire when nothing waits: the most recently used idle
+        connection, if it needs no check. None, having changed nothing, otherwise."""
+        if self._queue or not self._free or self._closing:
             return None
         entry = self._free[-1]
         now = self._now()
-        if now - entry.last_used > self._ping_window or (entry.expires and now >= entry.expires):
+        if not entry.fresh(now, self._ping_window):
             return None
         conn = entry.conn
         if not self._driver.is_clean(conn) or self._driver.session_dirty(conn, self._autocommit):
-            return None  # _pop_idle retires it
+            return None  # _pop_usable_idle retires it
         self._free.pop()
         self._driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
-        self.acquired_total += 1
-        self.wait_time.counts[0] += 1
-        self.wait_time.count += 1
+        self._stats.acquired_at_once()
         if self._options.leak_timeout:
-            self._watch_leak(entry)
+            entry.watch_leak(self._loop, self._options.leak_timeout, self._name)
         return conn
 
     async def _acquire(self, timeout: float | None, limit: float | None = None) -> Conn:
@@ -694,47 +537,47 @@ class Pool:
             raise PoolClosed(f"pool {self._name!r} is closed")
         started = self._now()
         deadline = started + (self._options.acquire_timeout if timeout is None else timeout)
-        entry = self._take_idle(started) if not self._waiters else None
+        entry = self._take_fresh_or_check(started) if not self._queue else None
         if entry is None:
             entry = await self._wait(started, deadline)
         now = self._now()
         waited = now - started
-        self.acquired_total += 1
-        self.wait_time.observe(waited)
+        self._stats.acquired_total += 1
+        self._stats.wait_time.observe(waited)
         entry.acquired_at = now
         self._driver.set_owned(entry.conn, True)
         if self._options.slow_acquire and waited >= self._options.slow_acquire:
-            self._log_slow_acquire(waited)
+            self._slow_log.report(waited, now)
         if self._options.leak_timeout:
-            self._watch_leak(entry)
+            entry.watch_leak(self._loop, self._options.leak_timeout, self._name)
         if limit is not None:
             entry.conn.statement_limit = limit
         return entry.conn
 
-    def _take_idle(self, now: float) -> _Entry | None:
-        """Take the most recently used idle connection that needs no check.
+    def _take_fresh_or_check(self, now: float) -> Entry | None:
+        """Take the most recently used idle connection, now in use, if it needs no check.
 
         One that sat idle past the pre-ping window is handed to a check task instead, and
         the caller queues: the checked connection goes to the oldest waiter. So the caller's
         deadline never cuts a ping short (which would discard a healthy connection), and a
         caller cancelled meanwhile cannot take the connection down with it.
         """
-        popped = self._pop_idle(now)
+        popped = self._pop_usable_idle(now)
         if popped is None:
             return None
         entry, fresh = popped
         if fresh:
             self._in_use[entry.conn] = entry
             return entry
-        check_idle(self, entry)
+        self._check_idle(entry)
         return None
 
-    def _pop_idle(self, now: float) -> tuple[_Entry, bool] | None:
+    def _pop_usable_idle(self, now: float) -> tuple[Entry, bool] | None:
         """Pop the most recently used idle connection, retiring expired and broken ones on
         the way; with it, whether it was used within the pre-ping window."""
         while self._free:
             entry = self._free.pop()
-            if entry.expires and now >= entry.expires:
+            if entry.expired(now):
                 self._retire(entry, "lifetime")
             elif not self._driver.is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
@@ -747,10 +590,121 @@ class Pool:
                 )  # fmt: skip
                 self._close_entry_now(entry, "broken")
             else:
-                return entry, now - entry.last_used <= self._ping_window
+                return entry, entry.used_within(now, self._ping_window)
         return None
 
-    async def _ping(self, entry: _Entry, timeout: float) -> bool:
+    async def _wait(self, started: float, deadline: float) -> Entry:
+        """Queue (FIFO) until a released or new connection is handed over, or the deadline."""
+        if self._closing:
+            raise PoolClosed(f"pool {self._name!r} is closed")
+        max_waiting = self._options.max_waiting
+        if max_waiting and len(self._queue) >= max_waiting:
+            self._stats.rejected_total += 1
+            raise TooManyWaiters(
+                f"pool {self._name!r}: {len(self._queue)} tasks already wait for a connection (max_waiting)"
+            )
+        refusal = self._reconnect.refusal(started, bool(self._opening))
+        if refusal is not None and not self._can_serve():
+            # The server is known to be unreachable (or to refuse us for good): say so now, not at the deadline.
+            raise _copy_error(refusal)
+        fut = self._waiters.add(started, deadline)
+        if self._free or self.size < self.maxsize:  # else only a release can serve it
+            self._meet_demand()
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Handed a connection in the same tick we were cancelled: give it back.
+                self._give_back(fut.result())
+            elif self._waiters.remove(fut):
+                self._meet_demand()
+            raise
+
+    def _time_out(self, overdue: list[Waiter]) -> None:
+        """The deadline timer's verdict: fail each overdue waiter with `PoolTimeout`, then log.
+        Every waiter is failed before anything is logged: a logging handler that raises
+        must not leave the others waiting past their deadline."""
+        waited = []
+        for fut in overdue:
+            seconds = fut.deadline - fut.started
+            self._stats.timeouts_total += 1
+            # A timed-out acquire waited too: left out, the wait latency would look best when the pool is exhausted.
+            self._stats.wait_time.observe(seconds)
+            error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
+            fut.set_exception(
+                PoolTimeout(
+                    f"pool {self._name!r}: no connection within {seconds:g} s "
+                    f"(size {self.size}/{self.maxsize}, {len(self._in_use)} in use, "
+                    f"{len(self._queue) - 1} other tasks waiting){error}"
+                )
+            )
+            waited.append(seconds)
+        for seconds in waited:
+            logger.warning(
+                "pool %s exhausted: acquire timed out after %g s", self._name, seconds,
+                extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use),
+                       "waiting": len(self._queue)},
+            )  # fmt: skip
+
+    # ------------------------------------------------------------ checks of idle connections
+
+    def _sweep_idle(self, verdict: Verdict) -> None:
+        """Ask ``verdict`` about every idle connection, least recently used first: None keeps it,
+        `CHECK` or `KEEPALIVE` pings it in a task, a close reason closes it ("broken" at once)."""
+        kept: deque[Entry] = deque()
+        acted: list[tuple[Entry, str]] = []
+        for entry in self._free:  # oldest use first: the free list is a LIFO stack
+            action = verdict(entry)
+            if action is None:
+                kept.append(entry)
+            else:
+                acted.append((entry, action))
+        self._free = kept
+        for entry, action in acted:
+            if action in (CHECK, KEEPALIVE):
+                self._check_idle(entry, keepalive=action == KEEPALIVE)
+            elif action == "broken":
+                self._close_entry_now(entry, action)  # no COM_QUIT into a session the server ended
+            else:
+                self._retire(entry, action)
+
+    def _probe_hosts(self) -> None:
+        """Several hosts: re-probe their roles and lags in a task when due; what no longer serves is dropped."""
+        if self._hosts.due(self._now()):
+            self._hosts.start_probe(self._spawn, self._opener, self._reroute)
+
+    def _check_idle(self, entry: Entry, *, keepalive: bool = False) -> None:
+        """Pre-ping ``entry`` in a task of its own; it then goes to the oldest waiter."""
+        self._checking += 1
+        if keepalive:
+            entry.keepalive_at = self._now()
+        self._spawn(self._check(entry, keepalive), "mysqlpool-keepalive" if keepalive else "mysqlpool-check")
+
+    async def _check(self, entry: Entry, keepalive: bool) -> None:
+        alive = False
+        used = entry.last_used
+        try:
+            alive = await self._ping(entry, self._options.ping_timeout)
+        finally:
+            self._checking -= 1
+            if not alive:
+                self._close_entry_now(entry, "broken")
+                if not self._closing:
+                    self._sweep_idle(stale_verdict(self._now(), self._ping_window))
+                self._meet_demand()
+            elif keepalive:
+                # A keepalive is not a use: max_idle and the free list's least-recently-used order still count
+                # from the last acquire, so the hot path keeps taking the connection used last.
+                entry.last_used = used
+                self._put(entry)
+                free = self._free
+                if free and free[-1] is entry:
+                    free.pop()
+                    free.appendleft(entry)
+            else:
+                self._put(entry)
+
+    async def _ping(self, entry: Entry, timeout: float) -> bool:
         """COM_PING within ``timeout``. Cancellation propagates; the caller accounts for the entry."""
         if timeout <= 0:
             return False
@@ -766,105 +720,6 @@ class Pool:
             return False
         entry.last_used = self._now()
         return True
-
-    async def _wait(self, started: float, deadline: float) -> _Entry:
-        """Queue (FIFO) until a released or new connection is handed over, or the deadline."""
-        if self._closing:
-            raise PoolClosed(f"pool {self._name!r} is closed")
-        max_waiting = self._options.max_waiting
-        if max_waiting and len(self._waiters) >= max_waiting:
-            self.rejected_total += 1
-            raise TooManyWaiters(
-                f"pool {self._name!r}: {len(self._waiters)} tasks already wait for a connection (max_waiting)"
-            )
-        reconnect = self._reconnect
-        if (
-            reconnect.down
-            and reconnect.last_exc is not None
-            and (self._opening or started < reconnect.not_before)
-            and not self._can_serve()
-            and (self._options.fail_fast or not is_transient_connect_error(reconnect.last_exc))
-        ):
-            # The server is known to be unreachable (or to refuse us for good): say so now, not at the deadline.
-            raise _copy_error(reconnect.last_exc)
-        fut = _Waiter(loop=self._loop)
-        fut.deadline = deadline
-        fut.started = started
-        self._waiters.append(fut)
-        if self._free or self.size < self.maxsize:  # else only a release can serve it
-            self._grow()
-        if deadline < self._timer_at:
-            # Earlier than the armed timer (or none is armed). With one acquire_timeout for all,
-            # deadlines grow in queue order and this happens once per busy spell, not per waiter.
-            self._arm_timer(deadline)
-        try:
-            return await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Handed a connection in the same tick we were cancelled: give it back.
-                self._give_back(fut.result())
-            else:
-                try:
-                    self._waiters.remove(fut)
-                except ValueError:
-                    pass
-                else:
-                    self._grow()
-            raise
-
-    def _arm_timer(self, when: float, *, at_least: float = 0.0) -> None:
-        self._disarm_timer()
-        self._timer_at = when
-        self._timer = self._loop.call_later(max(at_least, when - self._now()), self._expire_waiters)
-
-    def _disarm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, float("inf")
-
-    def _expire_waiters(self) -> None:
-        """The deadline timer: fail every overdue waiter, then re-arm for the next deadline.
-        Overdue waiters stay queued until their own task removes them, as cancelled ones do."""
-        self._timer, self._timer_at = None, float("inf")
-        now = self._now()
-        overdue: list[_Waiter] = []
-        earliest = float("inf")
-        for fut in self._waiters:
-            if fut.done():
-                continue
-            if fut.deadline <= now:
-                overdue.append(fut)
-            elif fut.deadline < earliest:
-                earliest = fut.deadline
-        if earliest != float("inf"):
-            # At least a millisecond: a loop with a coarse clock (uvloop counts whole
-            # milliseconds) fires a little early, and a zero delay would spin until the deadline.
-            self._arm_timer(earliest, at_least=0.001)
-        # Every waiter is failed before anything is logged: a logging handler that raises
-        # must not leave the others waiting past their deadline.
-        waited = [self._time_out(fut) for fut in overdue]
-        for seconds in waited:
-            logger.warning(
-                "pool %s exhausted: acquire timed out after %g s", self._name, seconds,
-                extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use),
-                       "waiting": len(self._waiters)},
-            )  # fmt: skip
-
-    def _time_out(self, fut: _Waiter) -> float:
-        """Fail ``fut`` with `PoolTimeout`; how long it waited."""
-        waited = fut.deadline - fut.started
-        self.timeouts_total += 1
-        # A timed-out acquire waited too: left out, the wait latency would look best when the pool is exhausted.
-        self.wait_time.observe(waited)
-        error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
-        fut.set_exception(
-            PoolTimeout(
-                f"pool {self._name!r}: no connection within {waited:g} s "
-                f"(size {self.size}/{self.maxsize}, {len(self._in_use)} in use, "
-                f"{len(self._waiters) - 1} other tasks waiting){error}"
-            )
-        )
-        return waited
 
     # ------------------------------------------------------------ release
 
@@ -884,10 +739,10 @@ class Pool:
         # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
         self._driver.set_owned(conn, False)
         now = self._now()
-        self.use_time.observe(now - entry.acquired_at)
+        self._stats.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
         if entry.leak_handle is not None:
-            self._end_leak_watch(entry, now)
+            entry.end_leak_watch(now, self._name)
         if self._closing:
             self._forget(entry)
             if self._driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
@@ -897,16 +752,16 @@ class Pool:
         if discard or not self._driver.is_clean(conn):
             self._forget(entry)
             self._close_entry_now(entry, "broken")
-            self._grow()
+            self._meet_demand()
             return None
-        if entry.expires and now >= entry.expires:
+        if now >= entry.expires:  # entry.expired(now), inlined on the hot path
             self._forget(entry)
-            self._grow()
+            self._meet_demand()
             return self._retire(entry, "lifetime")
         if self._hosts.routing and not self._hosts.keep(conn):
             # Its host no longer serves the pool's role, or it is a fallback and a better host qualifies again.
             self._forget(entry)
-            self._grow()
+            self._meet_demand()
             return self._retire(entry, "rerouted")
         entry.last_used = now
         full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
@@ -917,7 +772,7 @@ class Pool:
         self._put(entry)
         return None
 
-    async def _reset(self, entry: _Entry, full: bool) -> None:
+    async def _reset(self, entry: Entry, full: bool) -> None:
         conn = entry.conn
         try:
             await asyncio.wait_for(self._reset_session(conn, full), self._options.reset_timeout)
@@ -925,12 +780,12 @@ class Pool:
             entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
                 logger.info(
-                    "pool %s: reset on release failed (%s); connection discarded", self._name, _describe(exc),
+                    "pool %s: reset on release failed (%s); connection discarded", self._name, describe(exc),
                     extra={"pool": self._name, "event": "discard", "reason": "reset_failed"},
                 )  # fmt: skip
                 self._forget(entry)
                 self._close_entry_now(entry, "reset_failed")
-                self._grow()
+                self._meet_demand()
             if not isinstance(exc, Exception):
                 raise
             return
@@ -948,18 +803,19 @@ class Pool:
         # What the hooks set is part of the session every acquirer gets, not a change to reset.
         self._driver.settle_session(conn)
 
-    def _give_back(self, entry: _Entry) -> None:
+    def _give_back(self, entry: Entry) -> None:
         self._in_use.pop(entry.conn, None)
         self._put(entry)
 
-    def _put(self, entry: _Entry) -> None:
-        """Hand ``entry`` to the oldest live waiter, or make it idle."""
+    def _put(self, entry: Entry) -> None:
+        """Hand ``entry`` (in no collection) to the oldest live waiter, or make it idle; or retire it when the
+        pool closes, it predates clear(), or resize() left the pool too big."""
         if self._closing:
             self._retire(entry, "shutdown")
             return
         if entry.created <= self._cleared_at:  # opened before clear(): in use, checked or reset meanwhile
             self._retire(entry, "cleared")
-            self._grow()
+            self._meet_demand()
             return
         if self._excess:
             # resize() lowered maxsize below the size: this one closes instead of being reused.
@@ -968,28 +824,22 @@ class Pool:
                 self._retire(entry, "resized")
                 return
             self._excess = 0
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                self._in_use[entry.conn] = entry
-                fut.set_result(entry)
-                return
+        if self._queue and self._waiters.hand_over(entry):
+            self._in_use[entry.conn] = entry
+            return
         self._free.append(entry)
 
     # ------------------------------------------------------------ closing connections
 
-    def _forget(self, entry: _Entry) -> None:
-        if entry.leak_handle is not None:
-            entry.leak_handle.cancel()
-            entry.leak_handle = None
+    def _forget(self, entry: Entry) -> None:
+        entry.drop_leak_watch()
         self._in_use.pop(entry.conn, None)
         self._check_drained()
 
-    def _retire(self, entry: _Entry, reason: str) -> asyncio.Task[None]:
+    def _retire(self, entry: Entry, reason: str) -> asyncio.Task[None]:
         """Close politely, in a task: COM_QUIT, so the server does not count an aborted client.
         Counted now, so that stats() agree with the pool's state the moment it changes."""
-        self.closed_total[reason] += 1
+        self._stats.closed_total[reason] += 1
         self._hosts.closed(entry.conn, False)
         if reason in ("lifetime", "idle"):
             age = self._now() - entry.created
@@ -1012,9 +862,9 @@ class Pool:
         if closing is not None:
             self._spawn(closing, "mysqlpool-close")
 
-    def _close_entry_now(self, entry: _Entry, reason: str) -> None:
+    def _close_entry_now(self, entry: Entry, reason: str) -> None:
         """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
-        self.closed_total[reason] += 1
+        self._stats.closed_total[reason] += 1
         self._close_socket(entry.conn)
         wrong_host = bool(getattr(entry.conn, "wrong_host", False))
         self._hosts.closed(entry.conn, wrong_host)
@@ -1030,62 +880,14 @@ class Pool:
         """Retire the idle connections the host set no longer wants (after a probe or a wrong-host error)."""
         if self._closing:
             return
-        kept: deque[_Entry] = deque()
-        for entry in self._free:
-            if self._hosts.keep(entry.conn):
-                kept.append(entry)
-            else:
-                self._retire(entry, "rerouted")
-        self._free = kept
-        self._grow()
+        keep = self._hosts.keep
+        self._sweep_idle(lambda entry: None if keep(entry.conn) else "rerouted")
+        self._meet_demand()
 
     def _check_drained(self) -> None:
         drained = self._drained
         if drained is not None and not self._in_use and not drained.done():
             drained.set_result(None)
-
-    # ------------------------------------------------------------ leak detection
-
-    def _watch_leak(self, entry: _Entry) -> None:
-        frames = traceback.extract_stack(limit=16)
-        while frames and frames[-1].filename == __file__:  # the pool's own frames say nothing
-            frames.pop()
-        entry.leak_stack = "".join(traceback.format_list(frames))
-        entry.leaked = False
-        entry.leak_handle = self._loop.call_later(self._options.leak_timeout, self._report_leak, entry)
-
-    def _report_leak(self, entry: _Entry) -> None:
-        entry.leaked = True
-        logger.warning(
-            "pool %s: connection held for more than %g s; acquired at:\n%s",
-            self._name, self._options.leak_timeout, entry.leak_stack,
-            extra={"pool": self._name, "event": "leak", "stack": entry.leak_stack},
-        )  # fmt: skip
-
-    def _end_leak_watch(self, entry: _Entry, now: float) -> None:
-        assert entry.leak_handle is not None
-        entry.leak_handle.cancel()
-        entry.leak_handle = None
-        if entry.leaked:
-            held = now - entry.acquired_at
-            logger.warning(
-                "pool %s: leaked connection returned after %.3f s", self._name, held,
-                extra={"pool": self._name, "event": "leak_returned", "held_seconds": held},
-            )  # fmt: skip
-
-    def _log_slow_acquire(self, waited: float) -> None:
-        # At most one line a second, so an overload does not flood the log.
-        now = self._now()
-        if now - self._last_slow_log < 1.0:
-            self._slow_suppressed += 1
-            return
-        logger.warning(
-            "pool %s: slow acquire, waited %.3f s (%d more since the last report)",
-            self._name, waited, self._slow_suppressed,
-            extra={"pool": self._name, "event": "slow_acquire", "wait_seconds": waited},
-        )  # fmt: skip
-        self._last_slow_log = now
-        self._slow_suppressed = 0
 
     # ------------------------------------------------------------ tasks
 
@@ -1122,16 +924,10 @@ def _default_name(kwargs: dict[str, Any]) -> str:
     return f"{host}:{kwargs.get('port', 3306)}/{db}"
 
 
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    cause = exc.__cause__
-    return f"{text} ({cause})" if cause is not None and str(cause) else text
-
-
 def _copy_error(exc: Exception) -> Exception:
     # Each waiter gets its own instance: one exception raised in many tasks would share
     # and grow a single traceback.
     try:
         return type(exc)(*exc.args)
     except Exception:
-        return PoolError(_describe(exc))
+        return PoolError(describe(exc))

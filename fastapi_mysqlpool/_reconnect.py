@@ -5,15 +5,22 @@ down server sees one attempt per backoff period, whatever the number of waiters 
 that were in flight when it went down. The log says once that the outage started, then at most
 one line every ``LOG_EVERY`` seconds with the number of attempts that failed meanwhile, and
 once that it ended.
+
+Acquires ask it too: while the server is known to refuse us, an acquire that nothing alive can
+serve fails at once with the connect error (``fail_fast``, or an error that waiting will not cure),
+instead of at its deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 
-__all__ = ["LOG_EVERY", "Reconnect"]
+from ._seam import Driver, is_transient_connect_error
+
+__all__ = ["LOG_EVERY", "Reconnect", "connect_error", "describe"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -26,6 +33,7 @@ class Reconnect:
 
     __slots__ = (
         "_backoff_max",
+        "_fail_fast",
         "_failed_since_log",
         "_logged_at",
         "_name",
@@ -38,9 +46,10 @@ class Reconnect:
         "retrying",
     )
 
-    def __init__(self, name: str, backoff_max: float) -> None:
+    def __init__(self, name: str, backoff_max: float, fail_fast: bool) -> None:
         self._name = name
         self._backoff_max = backoff_max
+        self._fail_fast = fail_fast
         self.down = False
         self.attempt = 0
         self.retrying = False  # held by the one task that retries while the server is down
@@ -75,6 +84,42 @@ class Reconnect:
         self._logged_at = float("-inf")
         self._failed_since_log = 0
 
+    def hopeless(self, exc: Exception) -> bool:
+        """Whether waiters should get ``exc`` now rather than wait for a connect that may pass:
+        with ``fail_fast``, or for an error that the same arguments will meet again."""
+        return self._fail_fast or not is_transient_connect_error(exc)
+
+    def refusal(self, now: float, connecting: bool) -> Exception | None:
+        """The error to answer a new acquire with at once, if the server is known to refuse us: it is down,
+        a connect is under way or the backoff still runs, and the last error is `hopeless`."""
+        exc = self.last_exc
+        if self.down and exc is not None and (connecting or now < self.not_before) and self.hopeless(exc):
+            return exc
+        return None
+
+    def allowed(self, wanted: int, opening: int, now: float) -> int:
+        """How many of ``wanted`` connects may start: one at a time while down, none while backing off
+        (the pool's timer set by `pause` asks again)."""
+        if not self.down:
+            return wanted
+        if now < self.not_before:
+            return 0
+        return min(wanted, 1 - opening)
+
+    def pause(self) -> float:
+        """Nobody needs a connection now: no connect before the backoff delay has passed, so that acquires
+        arriving one by one do not each send a connect to a down server. Returns the delay."""
+        pause = self.delay()
+        self.not_before = time.monotonic() + pause
+        self.log_failure(None)
+        return pause
+
+    def next_delay(self) -> float:
+        """The delay before the retrying task's next attempt, logged."""
+        delay = self.delay()
+        self.log_failure(delay)
+        return delay
+
     def delay(self) -> float:
         """Jittered exponential delay before the next attempt."""
         base = min(self._backoff_max, 0.05 * 2 ** min(self.attempt, 16))
@@ -101,3 +146,27 @@ class Reconnect:
         )  # fmt: skip
         self._logged_at = now
         self._failed_since_log = 0
+
+
+def connect_error(driver: Driver, exc: Exception, name: str, connect_timeout: float) -> Exception:
+    """The driver error a failed connect raises: ``exc`` itself, or a driver error (with a permanent or a
+    transient code) for a timeout and for an argument the charset cannot encode, whose text would show it."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return driver.error(
+            2003, f"Can't connect to MySQL server on {name!r} (connect timed out after {connect_timeout:g} s)"
+        )
+    if isinstance(exc, UnicodeError):
+        # Its text and repr hold the string it failed on, a user name or database name.
+        return driver.error(
+            2000,  # CR_UNKNOWN_ERROR: permanent, the same arguments fail the same way
+            f"Can't connect to MySQL server on {name!r}: a connect argument has characters its "
+            f"encoding cannot represent ({type(exc).__name__} in codec {getattr(exc, 'encoding', '?')})",
+        )
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: text (cause)``, for logs and ``last_error``."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    return f"{text} ({cause})" if cause is not None and str(cause) else text

@@ -3,47 +3,52 @@
 Growing takes effect at once: the pool opens connections for the tasks already waiting, up to the
 new ``maxsize``, and tops up to the new ``minsize``. Shrinking never interrupts anybody: idle
 connections above the new ``maxsize`` close now (least recently used first, with COM_QUIT), and
-in-use ones close when they come back, instead of going to the next waiter, until the size fits.
+in-use ones when they come back, instead of going to the next waiter, until the size fits.
 Both are counted in ``stats()["closed_total"]["resized"]``.
+
+This module validates and decides; the pool applies the new sizes to its own state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
 
-from ._errors import PoolClosed
+from ._config import PoolOptions
+from ._entry import Entry
+from ._maintenance import Verdict
 
-if TYPE_CHECKING:
-    from ._pool import Pool
-
-__all__ = ["resize"]
+__all__ = ["resized", "retire_first"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
 
-def resize(pool: Pool, minsize: int | None, maxsize: int | None) -> None:
-    if pool._closing:
-        raise PoolClosed(f"pool {pool.name!r} is closed; it cannot be resized")
-    old = pool._options
+def resized(old: PoolOptions, name: str, minsize: int | None, maxsize: int | None) -> PoolOptions:
+    """``old`` with the new sizes, validated as at creation (so the same messages: types, ranges,
+    minsize <= maxsize)."""
     try:
-        # The same validation as at creation, so the same messages: types, ranges, minsize <= maxsize.
         new = dataclasses.replace(
             old,
             minsize=old.minsize if minsize is None else minsize,
             maxsize=old.maxsize if maxsize is None else maxsize,
         )
     except ValueError as exc:
-        raise ValueError(f"cannot resize pool {pool.name!r}: {exc}") from None
-    pool._options = new
-    free = pool._free
-    while free and pool.size > new.maxsize:
-        pool._retire(free.popleft(), "resized")  # the free list is a stack: its left end was used least recently
-    pool._excess = max(0, pool.size - new.maxsize)
+        raise ValueError(f"cannot resize pool {name!r}: {exc}") from None
     logger.info(
-        "pool %s resized: minsize %d -> %d, maxsize %d -> %d", pool.name, old.minsize, new.minsize,
+        "pool %s resized: minsize %d -> %d, maxsize %d -> %d", name, old.minsize, new.minsize,
         old.maxsize, new.maxsize,
-        extra={"pool": pool.name, "event": "resize", "minsize": new.minsize, "maxsize": new.maxsize},
+        extra={"pool": name, "event": "resize", "minsize": new.minsize, "maxsize": new.maxsize},
     )  # fmt: skip
-    pool._grow()
+    return new
+
+
+def retire_first(count: int) -> Verdict:
+    """A sweep verdict that retires the first ``count`` idle connections asked about: the least recently used."""
+    left = count
+
+    def verdict(entry: Entry) -> str | None:
+        nonlocal left
+        left -= 1
+        return "resized" if left >= 0 else None
+
+    return verdict

@@ -3,14 +3,22 @@
 Recording must cost next to nothing on the acquire/release path: a histogram
 observation is one ``bisect`` over a short tuple and three additions. Quantiles are
 estimated from the buckets only when somebody asks for a snapshot.
+
+Each pool owns one `PoolStats`. The counters obey a conservation law that the stress tests
+check: ``created_total - sum(closed_total.values()) == size - opening`` whenever no code of the
+pool runs (between two awaits). A connection is counted as created when it joins the pool (an
+opening task handed it over) and as closed the moment the pool lets go of it.
 """
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from typing import Any
 
-__all__ = ["BUCKETS", "CLOSE_REASONS", "Histogram", "quantile"]
+__all__ = ["BUCKETS", "CLOSE_REASONS", "Histogram", "PoolStats", "SlowAcquireLog", "quantile"]
+
+logger = logging.getLogger("fastapi_mysqlpool")
 
 #: Upper bounds, in seconds, of the latency buckets (Prometheus ``le`` semantics); the last bucket is +Inf.
 BUCKETS: tuple[float, ...] = (
@@ -84,3 +92,80 @@ class Histogram:
             "p99": round(self.quantile(0.99), 6),
             "max": round(self.max, 6),
         }
+
+
+class PoolStats:
+    """The counters and histograms of one pool; ``stats()`` and the metrics read them.
+
+    - ``acquired_total``, ``timeouts_total``, ``rejected_total`` (``max_waiting``): acquires' outcomes.
+    - ``created_total``, ``connect_errors_total``, ``closed_total`` (per reason in `CLOSE_REASONS`).
+    - ``wait_time``, ``use_time``, ``create_time``: acquire wait, hold and connect latencies.
+    """
+
+    __slots__ = (
+        "acquired_total",
+        "closed_total",
+        "connect_errors_total",
+        "create_time",
+        "created_total",
+        "rejected_total",
+        "timeouts_total",
+        "use_time",
+        "wait_time",
+    )
+
+    def __init__(self) -> None:
+        self.acquired_total = 0
+        self.timeouts_total = 0
+        self.rejected_total = 0
+        self.created_total = 0
+        self.connect_errors_total = 0
+        self.closed_total = dict.fromkeys(CLOSE_REASONS, 0)
+        self.wait_time = Histogram()
+        self.use_time = Histogram()
+        self.create_time = Histogram()
+
+    def acquired_at_once(self) -> None:
+        """An acquire that did not wait: the first bucket, without the bisect."""
+        self.acquired_total += 1
+        wait = self.wait_time
+        wait.counts[0] += 1
+        wait.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters' part of ``stats()``."""
+        return {
+            "acquired_total": self.acquired_total,
+            "timeouts_total": self.timeouts_total,
+            "rejected_total": self.rejected_total,
+            "created_total": self.created_total,
+            "connect_errors_total": self.connect_errors_total,
+            "closed_total": dict(self.closed_total),
+            "acquire_wait_seconds": self.wait_time.snapshot(),
+            "use_seconds": self.use_time.snapshot(),
+            "connect_seconds": self.create_time.snapshot(),
+        }
+
+
+class SlowAcquireLog:
+    """Warns about acquires that waited ``slow_acquire`` seconds or more, at most one line a second,
+    so that an overload does not flood the log; the line says how many were left out since the last."""
+
+    __slots__ = ("_last", "_name", "_suppressed")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._last = -1e9
+        self._suppressed = 0
+
+    def report(self, waited: float, now: float) -> None:
+        if now - self._last < 1.0:
+            self._suppressed += 1
+            return
+        logger.warning(
+            "pool %s: slow acquire, waited %.3f s (%d more since the last report)",
+            self._name, waited, self._suppressed,
+            extra={"pool": self._name, "event": "slow_acquire", "wait_seconds": waited},
+        )  # fmt: skip
+        self._last = now
+        self._suppressed = 0

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import aiomysql
 
 if TYPE_CHECKING:
+    from ._acquire import AcquireContext as _AcquireContext
     from ._config import PoolOptions
-    from ._pool import _AcquireContext
 
 __all__ = ["operation_name", "require_opentelemetry", "sanitize", "traced_classes"]
 

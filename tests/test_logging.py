@@ -120,7 +120,7 @@ async def test_a_recycled_connection_is_logged_at_debug(
     make_pool: PoolFactory, logs: Callable[..., list[logging.LogRecord]]
 ) -> None:
     pool = await make_pool(minsize=1, max_lifetime=0.2)
-    await eventually(lambda: pool.closed_total["lifetime"] > 0, "no connection reached its lifetime")
+    await eventually(lambda: pool._stats.closed_total["lifetime"] > 0, "no connection reached its lifetime")
     (recycle, *_) = logs("recycle")
     assert recycle.levelno == logging.DEBUG
 

@@ -156,7 +156,7 @@ async def test_histograms_equal_the_pool_histograms_bucket_for_bucket(make_pool:
             assert sample(samples, f"{metric}_bucket", pool_name=name, le=le) == cumulative, (metric, le)
         assert sample(samples, f"{metric}_count", pool_name=name) == source.count
         assert sample(samples, f"{metric}_sum", pool_name=name) == pytest.approx(source.sum)
-    assert pool.wait_time.quantile(1.0) >= 0.02
+    assert pool._stats.wait_time.quantile(1.0) >= 0.02
 
 
 async def test_counters_count_timeouts_rejections_and_closes_by_reason(make_pool: PoolFactory, name: str) -> None:
@@ -180,9 +180,11 @@ async def test_counters_count_timeouts_rejections_and_closes_by_reason(make_pool
 async def test_connect_errors_are_counted(make_pool: PoolFactory, mysql_dsn: str, name: str) -> None:
     wrong = mysql_dsn.replace("://", "://nobody_here", 1)
     pool = await make_pool(wrong, name=name, minsize=1, wait_open=False, backoff_max=0.05)
-    await eventually(lambda: pool.connect_errors_total >= 2, "no connect error was counted")
+    await eventually(lambda: pool._stats.connect_errors_total >= 2, "no connect error was counted")
     samples = scrape(pool)
-    assert sample(samples, "db_client_connection_connect_errors_total", pool_name=name) == pool.connect_errors_total
+    assert (
+        sample(samples, "db_client_connection_connect_errors_total", pool_name=name) == pool._stats.connect_errors_total
+    )
 
 
 async def test_the_background_task_keeps_the_metrics_current_between_scrapes(
