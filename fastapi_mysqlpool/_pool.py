@@ -24,30 +24,30 @@ Invariants, kept by every method below and checked by the stress tests:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._acquire import AcquireContext, HeldConnection
 from ._config import PoolOptions
-from ._credentials import ConnectionOpener
+from ._connector import Connector, discard
 from ._entry import Entry
-from ._errors import HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
-from ._hooks import Hooks, ping_and_check, run_hook
-from ._hosts import HostSet, parse_hosts
+from ._errors import PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
+from ._hooks import Hooks
+from ._hosts import parse_hosts
 from ._maintenance import CHECK, KEEPALIVE, Verdict, run_maintenance, stale_verdict
-from ._reconnect import Reconnect, connect_error, describe
+from ._reconnect import describe
 from ._resize import resized, retire_first
 from ._retry import Transaction, run_transaction
-from ._seam import POOL_TASK, Conn, Driver, get_driver, is_transient_connect_error
+from ._seam import Conn, Driver, get_driver
 from ._statement import check_statement_time
 from ._stats import PoolStats, SlowAcquireLog
+from ._tasks import PoolTasks
 from ._waiters import Waiter, Waiters
 
 __all__ = ["Pool"]
@@ -89,22 +89,15 @@ class Pool:
             from ._tracing import traced_classes
 
             connection_class, self._acquire_context = traced_classes(options, AcquireContext, connection_class)
-        # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
-        addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
-        if connect_kwargs.get("unix_socket"):
-            addresses = addresses[:1]
-        self._hosts = HostSet(name, addresses, options, driver)
-        self._opener = ConnectionOpener(
-            {**connect_kwargs, "host": addresses[0][0], "port": addresses[0][1]},
-            driver=driver,
-            configure=hooks.configure,
-            connection_class=connection_class,
-        )
+        self._stats = stats = PoolStats()
+        self._connector = Connector(name, options, connect_kwargs, driver, hooks, connection_class, stats)
+        self._hosts = self._connector.hosts
+        self._reconnect = self._connector.reconnect
 
         self._free: deque[Entry] = deque()
         self._in_use: dict[Conn, Entry] = {}
         self._terminated: set[Conn] = set()
-        self._waiters = Waiters(self._loop, self._time_out)
+        self._waiters = Waiters(self._loop, name, self._in_use, self._timeout_error)
         self._queue = self._waiters.queue  # read on the hot path: is anybody waiting?
         self._opening = 0
         self._checking = 0
@@ -112,12 +105,10 @@ class Pool:
         self._excess = 0
         self._closing = False
         self._closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = PoolTasks(self._loop, name)
+        self._spawn = self._tasks.spawn
         self._drained: asyncio.Future[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
         self._cleared_at = float("-inf")
-        self._reconnect = Reconnect(name, options.backoff_max, options.fail_fast)
-        self._stats = PoolStats()
         self._slow_log = SlowAcquireLog(name)
         # Awaited by a release that had nothing to wait for: `release()` must return an awaitable.
         self._released: asyncio.Future[None] = self._loop.create_future()
@@ -254,9 +245,7 @@ class Pool:
             "pool %s closing", self._name, extra={"pool": self._name, "event": "close", "in_use": len(self._in_use)}
         )
         self._waiters.fail_all(lambda: PoolClosed(f"pool {self._name!r} was closed while waiting"))
-        for task in list(self._tasks):
-            if task.get_name().startswith(("mysqlpool-open", "mysqlpool-probe")) or task is self._maintenance:
-                task.cancel()
+        self._tasks.cancel(("mysqlpool-open", "mysqlpool-probe", "mysqlpool-maintenance"))
         while self._free:
             self._retire(self._free.pop(), "shutdown")
 
@@ -287,8 +276,7 @@ class Pool:
                     extra={"pool": self._name, "event": "terminate", "in_use": len(self._in_use)},
                 )  # fmt: skip
                 self.terminate()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait_all()
         # Let transports finish closing their sockets before the loop may be closed.
         await asyncio.sleep(0)
         self._closed = True
@@ -344,7 +332,7 @@ class Pool:
         """Wait for ``minsize`` connections (with ``wait_open``), then start background work."""
         if self._options.wait_open and self.minsize:
             try:
-                await self._fill_at_open()
+                await self._connector.open_minsize(self.minsize, self._joined_at_open)
             except asyncio.CancelledError:
                 self._abandon()
                 raise
@@ -356,43 +344,12 @@ class Pool:
                 "pool %s open with %d connection(s)", self._name, self.size,
                 extra={"pool": self._name, "event": "open", "size": self.size},
             )  # fmt: skip
-        self._maintenance = self._spawn(run_maintenance(self), "mysqlpool-maintenance")
+        self._spawn(run_maintenance(self), "mysqlpool-maintenance")
         self._meet_demand()
 
-    async def _fill_at_open(self) -> None:
-        """Open ``minsize`` connections concurrently, retrying network errors with backoff
-        until ``open_timeout``; wrong credentials or database fail at once."""
-        opts = self._options
-        deadline = self._now() + opts.open_timeout
-        while True:
-            # After a failure, one attempt at a time until the server answers again.
-            count = 1 if self._reconnect.down else opts.minsize - len(self._free)
-            tasks = [self._loop.create_task(self._connect()) for _ in range(count)]
-            try:
-                await asyncio.wait(tasks)
-            finally:
-                for task in tasks:
-                    if not task.done():
-                        task.cancel()
-                    elif not task.cancelled() and task.exception() is None:
-                        self._stats.created_total += 1
-                        self._free.append(task.result())
-            errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
-            if not errors:
-                if len(self._free) >= opts.minsize:
-                    return
-                continue  # the server answers again: open the rest together
-            first = errors[0]
-            if not isinstance(first, Exception) or not is_transient_connect_error(first):
-                raise first
-            if self._now() >= deadline:
-                raise PoolTimeout(
-                    f"pool {self._name!r} could not open {opts.minsize} connection(s) within "
-                    f"{opts.open_timeout:g} s; last error: {self.last_error}"
-                ) from first
-            delay = min(self._reconnect.delay(), max(0.0, deadline - self._now()))
-            self._reconnect.log_failure(delay)
-            await asyncio.sleep(delay)
+    def _joined_at_open(self, entry: Entry) -> None:
+        self._stats.created_total += 1
+        self._free.append(entry)
 
     def _abandon(self) -> None:
         """Close every socket now, without I/O: for a pool nobody can close properly any more
@@ -400,42 +357,12 @@ class Pool:
         self._closing = self._closed = True
         self._stats.closed_total["terminated"] += len(self._free) + len(self._in_use)
         while self._free:
-            _discard(self._driver.abort(self._free.pop().conn))
+            discard(self._driver.abort(self._free.pop().conn))
         for conn in self._in_use:
-            _discard(self._driver.abort(conn))
+            discard(self._driver.abort(conn))
         self._terminated.update(self._in_use)
         self._in_use.clear()
         self._waiters.fail_all(None)
-
-    async def _connect(self) -> Entry:
-        """Open one connection, bounded by ``connect_timeout`` as a whole. The caller counts it as created
-        when it joins the pool."""
-        started = self._now()
-        opened: list[Conn] = []
-        try:
-            # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
-            # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
-            conn = await self._hosts.open(
-                self._opener, self._options.max_statement_time, self._options.connect_timeout, opened
-            )
-        except BaseException as exc:
-            # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
-            # the caller's cancellation: the connection it opened is still reachable here, and closed.
-            for conn in opened:
-                _discard(self._driver.abort(conn))
-            if not isinstance(exc, Exception):
-                raise
-            self._stats.connect_errors_total += 1
-            error = connect_error(self._driver, exc, self._name, self._options.connect_timeout)
-            self._reconnect.failed(error, describe(error))
-            if error is exc:
-                raise
-            raise error from None
-        now = self._now()
-        self._stats.create_time.observe(now - started)
-        self._reconnect.succeeded()
-        self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
-        return Entry(conn, now, self._options.lifetime)
 
     def _meet_demand(self) -> None:
         """Serve the waiters that no connect or check in flight will serve, with idle connections first
@@ -462,43 +389,21 @@ class Pool:
         # The backoff timer set by Reconnect.pause() calls this again.
         for _ in range(self._reconnect.allowed(wanted, self._opening, now)):
             self._opening += 1
-            self._spawn(self._open_one(), "mysqlpool-open").add_done_callback(self._opened)
+            self._spawn(self._connector.open_for(self), "mysqlpool-open").add_done_callback(self._opened)
 
-    async def _open_one(self) -> Entry | None:
-        """Background connect, retried with backoff while there is demand for it.
+    def _needs_connection(self) -> bool:
+        """Whether a failed background connect should retry: somebody waits, or the pool is below ``minsize``."""
+        return bool(self._queue) or self.size - 1 < self.minsize
 
-        While the server is down one task retries (it holds ``_reconnect.retrying``); a connect
-        that fails while another task retries gives up, so a down server sees one attempt per
-        backoff period however many connects were in flight when it went down.
-        """
-        reconnect = self._reconnect
-        retrying = False
-        try:
-            while True:
-                try:
-                    return await self._connect()
-                except Exception as exc:
-                    if not self._can_serve() and reconnect.hopeless(exc):
-                        # Nothing alive can serve the waiters, and this error will not pass by waiting.
-                        self._waiters.fail_all(functools.partial(_copy_error, exc))
-                    if not retrying and reconnect.retrying:
-                        return None  # another task retries for us
-                    if not self._queue and self.size - 1 >= self.minsize:
-                        # Nobody needs it now; the next acquire may try again once the backoff has passed.
-                        self._loop.call_later(reconnect.pause(), self._meet_demand)
-                        return None
-                    retrying = reconnect.retrying = True
-                    await asyncio.sleep(reconnect.next_delay())
-        finally:
-            if retrying:
-                reconnect.retrying = False
+    def _fail_waiters(self, exc: Exception) -> None:
+        self._waiters.fail_all(functools.partial(_copy_error, exc))
 
     def _can_serve(self) -> bool:
         """Whether a live connection exists that will serve a waiter once it is released or checked."""
         return bool(self._free or self._in_use or self._checking)
 
     def _opened(self, task: asyncio.Task[Entry | None]) -> None:
-        # A done callback, not a ``finally`` in _open_one: a task cancelled by close()
+        # A done callback, not a ``finally`` in the task: a task cancelled by close()
         # before its first step never runs its body, and the count must drop all the same.
         self._opening -= 1
         entry = None if task.cancelled() or task.exception() is not None else task.result()
@@ -620,31 +525,17 @@ class Pool:
                 self._meet_demand()
             raise
 
-    def _time_out(self, overdue: list[Waiter]) -> None:
-        """The deadline timer's verdict: fail each overdue waiter with `PoolTimeout`, then log.
-        Every waiter is failed before anything is logged: a logging handler that raises
-        must not leave the others waiting past their deadline."""
-        waited = []
-        for fut in overdue:
-            seconds = fut.deadline - fut.started
-            self._stats.timeouts_total += 1
-            # A timed-out acquire waited too: left out, the wait latency would look best when the pool is exhausted.
-            self._stats.wait_time.observe(seconds)
-            error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
-            fut.set_exception(
-                PoolTimeout(
-                    f"pool {self._name!r}: no connection within {seconds:g} s "
-                    f"(size {self.size}/{self.maxsize}, {len(self._in_use)} in use, "
-                    f"{len(self._queue) - 1} other tasks waiting){error}"
-                )
-            )
-            waited.append(seconds)
-        for seconds in waited:
-            logger.warning(
-                "pool %s exhausted: acquire timed out after %g s", self._name, seconds,
-                extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use),
-                       "waiting": len(self._queue)},
-            )  # fmt: skip
+    def _timeout_error(self, fut: Waiter) -> PoolTimeout:
+        """What a waiter whose deadline passed fails with (the deadline timer asks)."""
+        waited = fut.deadline - fut.started
+        self._stats.timeouts_total += 1
+        # A timed-out acquire waited too: left out, the wait latency would look best when the pool is exhausted.
+        self._stats.wait_time.observe(waited)
+        error = f"; last connect error: {self.last_error}" if self._reconnect.down and self.last_error else ""
+        return PoolTimeout(
+            f"pool {self._name!r}: no connection within {waited:g} s (size {self.size}/{self.maxsize}, "
+            f"{len(self._in_use)} in use, {len(self._queue) - 1} other tasks waiting){error}"
+        )
 
     # ------------------------------------------------------------ checks of idle connections
 
@@ -671,7 +562,7 @@ class Pool:
     def _probe_hosts(self) -> None:
         """Several hosts: re-probe their roles and lags in a task when due; what no longer serves is dropped."""
         if self._hosts.due(self._now()):
-            self._hosts.start_probe(self._spawn, self._opener, self._reroute)
+            self._connector.start_probe(self._spawn, self._reroute)
 
     def _check_idle(self, entry: Entry, *, keepalive: bool = False) -> None:
         """Pre-ping ``entry`` in a task of its own; it then goes to the oldest waiter."""
@@ -684,7 +575,7 @@ class Pool:
         alive = False
         used = entry.last_used
         try:
-            alive = await self._ping(entry, self._options.ping_timeout)
+            alive = await self._connector.ping(entry, self._options.ping_timeout)
         finally:
             self._checking -= 1
             if not alive:
@@ -703,23 +594,6 @@ class Pool:
                     free.appendleft(entry)
             else:
                 self._put(entry)
-
-    async def _ping(self, entry: Entry, timeout: float) -> bool:
-        """COM_PING within ``timeout``. Cancellation propagates; the caller accounts for the entry."""
-        if timeout <= 0:
-            return False
-        try:
-            await asyncio.wait_for(ping_and_check(self._driver, entry.conn, self._hooks.check), timeout)
-        except HookError as exc:
-            logger.warning(
-                "pool %s: %s; connection discarded", self._name, exc,
-                extra={"pool": self._name, "event": "discard", "reason": "check_hook"},
-            )  # fmt: skip
-            return False
-        except Exception:
-            return False
-        entry.last_used = self._now()
-        return True
 
     # ------------------------------------------------------------ release
 
@@ -775,7 +649,7 @@ class Pool:
     async def _reset(self, entry: Entry, full: bool) -> None:
         conn = entry.conn
         try:
-            await asyncio.wait_for(self._reset_session(conn, full), self._options.reset_timeout)
+            await self._connector.reset(conn, full)
         except BaseException as exc:
             entry.resetting = False
             if self._in_use.get(conn) is entry:  # not already terminated
@@ -793,16 +667,6 @@ class Pool:
         if self._in_use.get(conn) is entry:
             self._give_back(entry)
 
-    async def _reset_session(self, conn: Conn, full: bool) -> None:
-        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
-        if full and self._hooks.configure is not None:
-            # The full reset cleared what the hook set up when the connection was opened.
-            await run_hook("configure", self._hooks.configure, conn)
-        if self._hooks.reset is not None:
-            await run_hook("reset", self._hooks.reset, conn)
-        # What the hooks set is part of the session every acquirer gets, not a change to reset.
-        self._driver.settle_session(conn)
-
     def _give_back(self, entry: Entry) -> None:
         self._in_use.pop(entry.conn, None)
         self._put(entry)
@@ -812,6 +676,7 @@ class Pool:
         pool closes, it predates clear(), or resize() left the pool too big."""
         if self._closing:
             self._retire(entry, "shutdown")
+            self._check_drained()  # it may have been the last one in use
             return
         if entry.created <= self._cleared_at:  # opened before clear(): in use, checked or reset meanwhile
             self._retire(entry, "cleared")
@@ -847,13 +712,7 @@ class Pool:
                 "pool %s: connection retired (%s) after %.1f s", self._name, reason, age,
                 extra={"pool": self._name, "event": "recycle", "reason": reason, "age_seconds": age},
             )  # fmt: skip
-        return self._spawn(self._quit(entry.conn), "mysqlpool-close")
-
-    async def _quit(self, conn: Conn) -> None:
-        try:
-            await self._driver.quit(conn)
-        finally:
-            self._check_drained()
+        return self._spawn(self._driver.quit(entry.conn), "mysqlpool-close")
 
     def _close_socket(self, conn: Conn) -> None:
         """Close without I/O; a task waits (briefly) for the transport to finish closing,
@@ -888,29 +747,6 @@ class Pool:
         drained = self._drained
         if drained is not None and not self._in_use and not drained.done():
             drained.set_result(None)
-
-    # ------------------------------------------------------------ tasks
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        # Created in a context of its own where POOL_TASK is set: its resets, pings and closes may use
-        # given-back connections. (A task copies the context it is created in.)
-        context = contextvars.copy_context()
-        context.run(POOL_TASK.set, True)
-        task: asyncio.Task[Any] = context.run(self._loop.create_task, coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("pool %s: background task %s failed", self._name, task.get_name(), exc_info=task.exception())
-
-
-def _discard(closing: Coroutine[Any, Any, None] | None) -> None:
-    # Nobody will wait for the transport: the loop is going away.
-    if closing is not None:
-        closing.close()
 
 
 def _default_name(kwargs: dict[str, Any]) -> str:

@@ -5,21 +5,24 @@ that becomes available goes to the oldest waiter still waiting. Cancelled and ti
 queued until their own task removes them; whoever hands over skips them.
 
 One timer serves every deadline: it is armed no later than the earliest deadline of any live waiter,
-and when it fires it hands the overdue waiters to the pool (which fails them with its own error) and
-re-arms for the next deadline. With one ``acquire_timeout`` for all, deadlines grow in queue order,
+and when it fires it fails the overdue waiters (with the error the pool describes), re-arms for the
+next deadline and logs the timeouts. With one ``acquire_timeout`` for all, deadlines grow in queue order,
 so the timer is re-armed once per busy spell rather than once per waiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 from ._entry import Entry
 
 __all__ = ["Waiter", "Waiters"]
+
+logger = logging.getLogger("fastapi_mysqlpool")
 
 
 class Waiter(asyncio.Future[Entry]):
@@ -34,16 +37,25 @@ class Waiter(asyncio.Future[Entry]):
 class Waiters:
     """The FIFO of `Waiter` futures and their deadline timer.
 
-    - ``expired``: called with the waiters whose deadline passed, still pending, oldest first.
+    - ``name``: the pool's, for the log; ``in_use``: its in-use connections, counted in the log.
+    - ``timeout_error``: the error a waiter whose deadline passed fails with (the pool counts it there).
 
     ``queue`` may be read (its length, whether it is empty) but only this class changes it.
     """
 
-    __slots__ = ("_expired", "_loop", "_timer", "_timer_at", "queue")
+    __slots__ = ("_in_use", "_loop", "_name", "_timeout_error", "_timer", "_timer_at", "queue")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[list[Waiter]], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        in_use: Sized,
+        timeout_error: Callable[[Waiter], BaseException],
+    ) -> None:
         self._loop = loop
-        self._expired = expired
+        self._name = name
+        self._in_use = in_use
+        self._timeout_error = timeout_error
         self.queue: deque[Waiter] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -102,7 +114,8 @@ class Waiters:
         self._timer, self._timer_at = None, float("inf")
 
     def _fire(self) -> None:
-        """Hand the overdue waiters to the pool, after re-arming for the next deadline."""
+        """Fail every overdue waiter, then re-arm for the next deadline. Overdue waiters stay
+        queued until their own task removes them, as cancelled ones do."""
         self._timer, self._timer_at = None, float("inf")
         now = time.monotonic()
         overdue: list[Waiter] = []
@@ -118,5 +131,13 @@ class Waiters:
             # At least a millisecond: a loop with a coarse clock (uvloop counts whole
             # milliseconds) fires a little early, and a zero delay would spin until the deadline.
             self._arm(earliest, at_least=0.001)
-        if overdue:
-            self._expired(overdue)
+        # Every waiter is failed before anything is logged: a logging handler that raises
+        # must not leave the others waiting past their deadline.
+        for fut in overdue:
+            fut.set_exception(self._timeout_error(fut))
+        for fut in overdue:
+            logger.warning(
+                "pool %s exhausted: acquire timed out after %g s", self._name, fut.deadline - fut.started,
+                extra={"pool": self._name, "event": "timeout", "in_use": len(self._in_use),
+                       "waiting": len(self.queue)},
+            )  # fmt: skip

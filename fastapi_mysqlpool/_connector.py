@@ -1,0 +1,212 @@
+"""The pool's I/O on its connections, through the driver: open, ping and reset.
+
+The pool decides where a connection is and counts it; the `Connector` does what takes a round trip:
+it opens connections (one, ``minsize`` at start, or retried with backoff while somebody needs one),
+pings idle ones and resets released ones. It owns the host set, the opener and the pool's
+`Reconnect` state, and talks to the pool through `Demand`, so this module does not import the pool's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from ._config import PoolOptions
+from ._credentials import ConnectionOpener
+from ._entry import Entry
+from ._errors import HookError, PoolTimeout
+from ._hooks import Hooks, ping_and_check, run_hook
+from ._hosts import HostSet, parse_hosts
+from ._reconnect import Reconnect, connect_error, describe
+from ._seam import Conn, Driver, is_transient_connect_error
+from ._stats import PoolStats
+
+__all__ = ["Connector", "Demand", "discard"]
+
+logger = logging.getLogger("fastapi_mysqlpool")
+
+
+class Demand(Protocol):
+    """The pool, as a retrying connect sees it."""
+
+    def _can_serve(self) -> bool: ...
+
+    def _needs_connection(self) -> bool: ...
+
+    def _fail_waiters(self, exc: Exception) -> None: ...
+
+    def _meet_demand(self) -> None: ...
+
+
+class Connector:
+    """Opens, pings and resets the connections of one pool (named ``name``, run with ``options``)."""
+
+    __slots__ = ("_autocommit", "_driver", "_hooks", "_name", "_opener", "_options", "_stats", "hosts", "reconnect")
+
+    def __init__(
+        self,
+        name: str,
+        options: PoolOptions,
+        connect_kwargs: dict[str, Any],
+        driver: Driver,
+        hooks: Hooks,
+        connection_class: type[Any],
+        stats: PoolStats,
+    ) -> None:
+        self._name = name
+        self._options = options  # for its times, which resize() leaves alone
+        self._driver = driver
+        self._hooks = hooks
+        self._stats = stats
+        self._autocommit: bool | None = connect_kwargs.get("autocommit", False)
+        # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
+        addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
+        if connect_kwargs.get("unix_socket"):
+            addresses = addresses[:1]
+        self.hosts = HostSet(name, addresses, options, driver)
+        self._opener = ConnectionOpener(
+            {**connect_kwargs, "host": addresses[0][0], "port": addresses[0][1]},
+            driver=driver,
+            configure=hooks.configure,
+            connection_class=connection_class,
+        )
+        self.reconnect = Reconnect(name, options.backoff_max, options.fail_fast)
+
+    def start_probe(self, spawn: Callable[..., asyncio.Task[Any]], done: Callable[[], None]) -> None:
+        """Several hosts: re-probe their roles and lags in a task (``spawn``); ``done`` runs after."""
+        self.hosts.start_probe(spawn, self._opener, done)
+
+    async def connect(self) -> Entry:
+        """Open one connection, bounded by ``connect_timeout`` as a whole. The pool counts it as created
+        when it joins the pool."""
+        opts = self._options
+        started = time.monotonic()
+        opened: list[Conn] = []
+        try:
+            # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
+            # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
+            conn = await self.hosts.open(self._opener, opts.max_statement_time, opts.connect_timeout, opened)
+        except BaseException as exc:
+            # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
+            # the caller's cancellation: the connection it opened is still reachable here, and closed.
+            for conn in opened:
+                discard(self._driver.abort(conn))
+            if not isinstance(exc, Exception):
+                raise
+            self._stats.connect_errors_total += 1
+            error = connect_error(self._driver, exc, self._name, opts.connect_timeout)
+            self.reconnect.failed(error, describe(error))
+            if error is exc:
+                raise
+            raise error from None
+        self._stats.create_time.observe(time.monotonic() - started)
+        self.reconnect.succeeded()
+        self._driver.settle_session(conn)  # the settings and the configure hook make the session to restore
+        return Entry(conn, time.monotonic(), opts.lifetime)
+
+    async def open_minsize(self, minsize: int, joined: Callable[[Entry], None]) -> None:
+        """Open ``minsize`` connections concurrently, each handed to ``joined`` as soon as it is open, retrying
+        network errors with backoff until ``open_timeout``; wrong credentials or database fail at once."""
+        opts = self._options
+        reconnect = self.reconnect
+        deadline = time.monotonic() + opts.open_timeout
+        opened = 0
+        while True:
+            # After a failure, one attempt at a time until the server answers again.
+            count = 1 if reconnect.down else minsize - opened
+            tasks = [asyncio.create_task(self.connect()) for _ in range(count)]
+            try:
+                await asyncio.wait(tasks)
+            finally:
+                for task in tasks:
+                    if not task.done():
+                        task.cancel()
+                    elif not task.cancelled() and task.exception() is None:
+                        opened += 1
+                        joined(task.result())
+            errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+            if not errors:
+                if opened >= minsize:
+                    return
+                continue  # the server answers again: open the rest together
+            first = errors[0]
+            if not isinstance(first, Exception) or not is_transient_connect_error(first):
+                raise first
+            if time.monotonic() >= deadline:
+                raise PoolTimeout(
+                    f"pool {self._name!r} could not open {minsize} connection(s) within "
+                    f"{opts.open_timeout:g} s; last error: {reconnect.last_error}"
+                ) from first
+            delay = min(reconnect.delay(), max(0.0, deadline - time.monotonic()))
+            reconnect.log_failure(delay)
+            await asyncio.sleep(delay)
+
+    async def open_for(self, demand: Demand) -> Entry | None:
+        """A background connect, retried with backoff while ``demand`` needs it; None when it gave up.
+
+        While the server is down one task retries (it holds ``reconnect.retrying``); a connect
+        that fails while another task retries gives up, so a down server sees one attempt per
+        backoff period however many connects were in flight when it went down.
+        """
+        reconnect = self.reconnect
+        retrying = False
+        try:
+            while True:
+                try:
+                    return await self.connect()
+                except Exception as exc:
+                    if not demand._can_serve() and reconnect.hopeless(exc):
+                        # Nothing alive can serve the waiters, and this error will not pass by waiting.
+                        demand._fail_waiters(exc)
+                    if not retrying and reconnect.retrying:
+                        return None  # another task retries for us
+                    if not demand._needs_connection():
+                        # Nobody needs it now; the next acquire may try again once the backoff has passed.
+                        asyncio.get_running_loop().call_later(reconnect.pause(), demand._meet_demand)
+                        return None
+                    retrying = reconnect.retrying = True
+                    await asyncio.sleep(reconnect.next_delay())
+        finally:
+            if retrying:
+                reconnect.retrying = False
+
+    async def ping(self, entry: Entry, timeout: float) -> bool:
+        """COM_PING (and the ``check`` hook) within ``timeout``. Cancellation propagates; the caller
+        accounts for the entry."""
+        if timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(ping_and_check(self._driver, entry.conn, self._hooks.check), timeout)
+        except HookError as exc:
+            logger.warning(
+                "pool %s: %s; connection discarded", self._name, exc,
+                extra={"pool": self._name, "event": "discard", "reason": "check_hook"},
+            )  # fmt: skip
+            return False
+        except Exception:
+            return False
+        entry.last_used = time.monotonic()
+        return True
+
+    async def reset(self, conn: Conn, full: bool) -> None:
+        """Reset a released connection's session (``full``: COM_RESET_CONNECTION), within ``reset_timeout``."""
+        await asyncio.wait_for(self._reset(conn, full), self._options.reset_timeout)
+
+    async def _reset(self, conn: Conn, full: bool) -> None:
+        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
+        if full and self._hooks.configure is not None:
+            # The full reset cleared what the hook set up when the connection was opened.
+            await run_hook("configure", self._hooks.configure, conn)
+        if self._hooks.reset is not None:
+            await run_hook("reset", self._hooks.reset, conn)
+        # What the hooks set is part of the session every acquirer gets, not a change to reset.
+        self._driver.settle_session(conn)
+
+
+def discard(closing: Coroutine[Any, Any, None] | None) -> None:
+    """Drop the wait for a transport to close: nobody will run it, the loop is going away."""
+    if closing is not None:
+        closing.close()
