@@ -1,9 +1,10 @@
-"""The pool's I/O on its connections, through the driver: open, ping and reset.
+"""The pool's I/O on its connections, through the driver: open, ping, reset and close.
 
-The pool decides where a connection is and counts it; the `Connector` does what takes a round trip:
-it opens connections (one, ``minsize`` at start, or retried with backoff while somebody needs one),
-pings idle ones and resets released ones. It owns the host set, the opener and the pool's
-`Reconnect` state, and talks to the pool through `Demand`, so this module does not import the pool's.
+The pool decides where a connection is; the `Connector` does what takes a round trip: it opens
+connections (one, ``minsize`` at start, or retried with backoff while somebody needs one), pings
+idle ones, resets released ones and closes those the pool lets go of (counting each close the
+moment the pool decides it). It owns the host set, the opener and the pool's `Reconnect` state,
+and talks to the pool through `Demand`, so this module does not import the pool's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ._hosts import HostSet, parse_hosts
 from ._reconnect import Reconnect, connect_error, describe
 from ._seam import Conn, Driver, is_transient_connect_error
 from ._stats import PoolStats
+from ._tasks import PoolTasks
 
 __all__ = ["Connector", "Demand", "discard"]
 
@@ -44,7 +46,18 @@ class Demand(Protocol):
 class Connector:
     """Opens, pings and resets the connections of one pool (named ``name``, run with ``options``)."""
 
-    __slots__ = ("_autocommit", "_driver", "_hooks", "_name", "_opener", "_options", "_stats", "hosts", "reconnect")
+    __slots__ = (
+        "_autocommit",
+        "_driver",
+        "_hooks",
+        "_name",
+        "_opener",
+        "_options",
+        "_stats",
+        "_tasks",
+        "hosts",
+        "reconnect",
+    )
 
     def __init__(
         self,
@@ -55,12 +68,14 @@ class Connector:
         hooks: Hooks,
         connection_class: type[Any],
         stats: PoolStats,
+        tasks: PoolTasks,
     ) -> None:
         self._name = name
         self._options = options  # for its times, which resize() leaves alone
         self._driver = driver
         self._hooks = hooks
         self._stats = stats
+        self._tasks = tasks
         self._autocommit: bool | None = connect_kwargs.get("autocommit", False)
         # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
         addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
@@ -75,9 +90,9 @@ class Connector:
         )
         self.reconnect = Reconnect(name, options.backoff_max, options.fail_fast)
 
-    def start_probe(self, spawn: Callable[..., asyncio.Task[Any]], done: Callable[[], None]) -> None:
-        """Several hosts: re-probe their roles and lags in a task (``spawn``); ``done`` runs after."""
-        self.hosts.start_probe(spawn, self._opener, done)
+    def start_probe(self, done: Callable[[], None]) -> None:
+        """Several hosts: re-probe their roles and lags in a task; ``done`` runs after."""
+        self.hosts.start_probe(self._tasks.spawn, self._opener, done)
 
     async def connect(self) -> Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole. The pool counts it as created
@@ -204,6 +219,40 @@ class Connector:
             await run_hook("reset", self._hooks.reset, conn)
         # What the hooks set is part of the session every acquirer gets, not a change to reset.
         self._driver.settle_session(conn)
+
+    def retire(self, entry: Entry, reason: str) -> asyncio.Task[None]:
+        """Close politely, in a task: COM_QUIT, so the server does not count an aborted client.
+        Counted now, so that stats() agree with the pool's state the moment it changes."""
+        self._stats.closed_total[reason] += 1
+        self.hosts.closed(entry.conn, False)
+        if reason in ("lifetime", "idle"):
+            age = time.monotonic() - entry.created
+            logger.debug(
+                "pool %s: connection retired (%s) after %.1f s", self._name, reason, age,
+                extra={"pool": self._name, "event": "recycle", "reason": reason, "age_seconds": age},
+            )  # fmt: skip
+        return self._tasks.spawn(self._driver.quit(entry.conn), "mysqlpool-close")
+
+    def close_now(self, entry: Entry, reason: str) -> bool:
+        """Close a connection whose state is unknown: no COM_QUIT into a half-read stream. Counted now.
+        True when it failed for being on the wrong server: its host's other connections would too."""
+        self._stats.closed_total[reason] += 1
+        self.abort(entry.conn)
+        wrong_host = bool(getattr(entry.conn, "wrong_host", False))
+        self.hosts.closed(entry.conn, wrong_host)
+        if reason != "shutdown":
+            logger.info(
+                "pool %s: connection discarded (%s)", self._name, reason,
+                extra={"pool": self._name, "event": "discard", "reason": reason},
+            )  # fmt: skip
+        return wrong_host
+
+    def abort(self, conn: Conn) -> None:
+        """Close without I/O; a task waits (briefly) for the transport to finish closing,
+        so that wait_closed() does not return before the socket is really gone."""
+        closing = self._driver.abort(conn)
+        if closing is not None:
+            self._tasks.spawn(closing, "mysqlpool-close")
 
 
 def discard(closing: Coroutine[Any, Any, None] | None) -> None:

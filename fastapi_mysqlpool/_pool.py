@@ -90,7 +90,9 @@ class Pool:
 
             connection_class, self._acquire_context = traced_classes(options, AcquireContext, connection_class)
         self._stats = stats = PoolStats()
-        self._connector = Connector(name, options, connect_kwargs, driver, hooks, connection_class, stats)
+        self._tasks = tasks = PoolTasks(self._loop, name)
+        self._spawn = tasks.spawn
+        self._connector = Connector(name, options, connect_kwargs, driver, hooks, connection_class, stats, tasks)
         self._hosts = self._connector.hosts
         self._reconnect = self._connector.reconnect
 
@@ -105,8 +107,6 @@ class Pool:
         self._excess = 0
         self._closing = False
         self._closed = False
-        self._tasks = PoolTasks(self._loop, name)
-        self._spawn = self._tasks.spawn
         self._drained: asyncio.Future[None] | None = None
         self._cleared_at = float("-inf")
         self._slow_log = SlowAcquireLog(name)
@@ -231,7 +231,7 @@ class Pool:
         """Replace every connection opened before this call: idle ones close now, the others
         (in use, being checked or reset) when they come back."""
         self._cleared_at = self._now()
-        closing = [self._retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
+        closing = [self._connector.retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
         await asyncio.gather(*closing)
         self._meet_demand()
 
@@ -247,7 +247,7 @@ class Pool:
         self._waiters.fail_all(lambda: PoolClosed(f"pool {self._name!r} was closed while waiting"))
         self._tasks.cancel(("mysqlpool-open", "mysqlpool-probe", "mysqlpool-maintenance"))
         while self._free:
-            self._retire(self._free.pop(), "shutdown")
+            self._connector.retire(self._free.pop(), "shutdown")
 
     def terminate(self) -> None:
         """Close the pool and every connection at once, in use or not."""
@@ -256,7 +256,7 @@ class Pool:
             self._forget(entry)
             self._terminated.add(conn)
             self._stats.closed_total["terminated"] += 1
-            self._close_socket(conn)
+            self._connector.abort(conn)
         self._check_drained()
 
     async def wait_closed(self) -> None:
@@ -483,7 +483,7 @@ class Pool:
         while self._free:
             entry = self._free.pop()
             if entry.expired(now):
-                self._retire(entry, "lifetime")
+                self._connector.retire(entry, "lifetime")
             elif not self._driver.is_clean(entry.conn):
                 self._close_entry_now(entry, "broken")
             elif self._driver.session_dirty(entry.conn, self._autocommit):
@@ -557,12 +557,12 @@ class Pool:
             elif action == "broken":
                 self._close_entry_now(entry, action)  # no COM_QUIT into a session the server ended
             else:
-                self._retire(entry, action)
+                self._connector.retire(entry, action)
 
     def _probe_hosts(self) -> None:
         """Several hosts: re-probe their roles and lags in a task when due; what no longer serves is dropped."""
         if self._hosts.due(self._now()):
-            self._connector.start_probe(self._spawn, self._reroute)
+            self._connector.start_probe(self._reroute)
 
     def _check_idle(self, entry: Entry, *, keepalive: bool = False) -> None:
         """Pre-ping ``entry`` in a task of its own; it then goes to the oldest waiter."""
@@ -620,7 +620,7 @@ class Pool:
         if self._closing:
             self._forget(entry)
             if self._driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
-                return self._retire(entry, "shutdown")
+                return self._connector.retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
         if discard or not self._driver.is_clean(conn):
@@ -631,12 +631,12 @@ class Pool:
         if now >= entry.expires:  # entry.expired(now), inlined on the hot path
             self._forget(entry)
             self._meet_demand()
-            return self._retire(entry, "lifetime")
+            return self._connector.retire(entry, "lifetime")
         if self._hosts.routing and not self._hosts.keep(conn):
             # Its host no longer serves the pool's role, or it is a fallback and a better host qualifies again.
             self._forget(entry)
             self._meet_demand()
-            return self._retire(entry, "rerouted")
+            return self._connector.retire(entry, "rerouted")
         entry.last_used = now
         full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
         if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
@@ -675,18 +675,18 @@ class Pool:
         """Hand ``entry`` (in no collection) to the oldest live waiter, or make it idle; or retire it when the
         pool closes, it predates clear(), or resize() left the pool too big."""
         if self._closing:
-            self._retire(entry, "shutdown")
+            self._connector.retire(entry, "shutdown")
             self._check_drained()  # it may have been the last one in use
             return
         if entry.created <= self._cleared_at:  # opened before clear(): in use, checked or reset meanwhile
-            self._retire(entry, "cleared")
+            self._connector.retire(entry, "cleared")
             self._meet_demand()
             return
         if self._excess:
             # resize() lowered maxsize below the size: this one closes instead of being reused.
             if self.size >= self.maxsize:
                 self._excess -= 1
-                self._retire(entry, "resized")
+                self._connector.retire(entry, "resized")
                 return
             self._excess = 0
         if self._queue and self._waiters.hand_over(entry):
@@ -701,39 +701,9 @@ class Pool:
         self._in_use.pop(entry.conn, None)
         self._check_drained()
 
-    def _retire(self, entry: Entry, reason: str) -> asyncio.Task[None]:
-        """Close politely, in a task: COM_QUIT, so the server does not count an aborted client.
-        Counted now, so that stats() agree with the pool's state the moment it changes."""
-        self._stats.closed_total[reason] += 1
-        self._hosts.closed(entry.conn, False)
-        if reason in ("lifetime", "idle"):
-            age = self._now() - entry.created
-            logger.debug(
-                "pool %s: connection retired (%s) after %.1f s", self._name, reason, age,
-                extra={"pool": self._name, "event": "recycle", "reason": reason, "age_seconds": age},
-            )  # fmt: skip
-        return self._spawn(self._driver.quit(entry.conn), "mysqlpool-close")
-
-    def _close_socket(self, conn: Conn) -> None:
-        """Close without I/O; a task waits (briefly) for the transport to finish closing,
-        so that wait_closed() does not return before the socket is really gone."""
-        closing = self._driver.abort(conn)
-        if closing is not None:
-            self._spawn(closing, "mysqlpool-close")
-
     def _close_entry_now(self, entry: Entry, reason: str) -> None:
-        """Close a connection whose state is unknown: no COM_QUIT into a half-read stream."""
-        self._stats.closed_total[reason] += 1
-        self._close_socket(entry.conn)
-        wrong_host = bool(getattr(entry.conn, "wrong_host", False))
-        self._hosts.closed(entry.conn, wrong_host)
-        if wrong_host and not self._closing:
+        if self._connector.close_now(entry, reason) and not self._closing:
             self._reroute()  # its host's other idle connections would fail the same way
-        if reason != "shutdown":
-            logger.info(
-                "pool %s: connection discarded (%s)", self._name, reason,
-                extra={"pool": self._name, "event": "discard", "reason": reason},
-            )  # fmt: skip
 
     def _reroute(self) -> None:
         """Retire the idle connections the host set no longer wants (after a probe or a wrong-host error)."""
