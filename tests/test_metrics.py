@@ -147,7 +147,7 @@ async def test_histograms_equal_the_pool_histograms_bucket_for_bucket(make_pool:
         await pool.release(conn)
     samples = scrape(pool)
     for attr, metric in HISTOGRAMS.items():
-        source = getattr(pool, attr)
+        source = getattr(pool._stats, attr)
         assert source.count > 0, attr
         cumulative = 0
         for bound, count in zip([*BUCKETS, float("inf")], source.counts, strict=True):
