@@ -69,13 +69,8 @@ class Entry:
         return now >= self.expires
 
     def used_within(self, now: float, seconds: float) -> bool:
-        """Used (released or pinged) in the last ``seconds``."""
+        """Used (released or pinged) in the last ``seconds``: within the pre-ping window, it needs no ping."""
         return now - self.last_used <= seconds
-
-    def fresh(self, now: float, window: float) -> bool:
-        """May be handed out without a pre-ping: used within ``window`` and not past its lifetime.
-        One test for the hot path, which would otherwise ask `used_within` and `expired` in turn."""
-        return now - self.last_used <= window and now < self.expires
 
     def keepalive_due(self, now: float, interval: float) -> bool:
         """No traffic, neither a use nor a keepalive ping, for ``interval`` seconds."""

@@ -419,20 +419,27 @@ class Pool:
     def _acquire_at_once(self) -> Conn | None:
         """The hot path, all of an acquire when nothing waits: the most recently used idle
         connection, if it needs no check. None, having changed nothing, otherwise."""
-        if self._queue or not self._free or self._closing:
+        free = self._free
+        if self._queue or not free or self._closing:
             return None
-        entry = self._free[-1]
+        entry = free[-1]
         now = self._now()
-        if not entry.fresh(now, self._ping_window):
+        # entry.used_within(now, window) and not entry.expired(now), inlined: two calls fewer per acquire.
+        if now - entry.last_used > self._ping_window or now >= entry.expires:
             return None
         conn = entry.conn
-        if not self._driver.is_clean(conn) or self._driver.session_dirty(conn, self._autocommit):
+        driver = self._driver
+        if not driver.is_clean(conn) or driver.session_dirty(conn, self._autocommit):
             return None  # _pop_usable_idle retires it
-        self._free.pop()
-        self._driver.set_owned(conn, True)
+        free.pop()
+        driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
-        self._stats.acquired_at_once()
+        stats = self._stats
+        stats.acquired_total += 1
+        wait = stats.wait_time  # an observation of 0 s: the first bucket, without the bisect
+        wait.counts[0] += 1
+        wait.count += 1
         if self._options.leak_timeout:
             entry.watch_leak(self._loop, self._options.leak_timeout, self._name)
         return conn
@@ -610,8 +617,9 @@ class Pool:
                 self._terminated.discard(conn)
                 return None
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
+        driver = self._driver
         # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
-        self._driver.set_owned(conn, False)
+        driver.set_owned(conn, False)
         now = self._now()
         self._stats.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
@@ -619,16 +627,16 @@ class Pool:
             entry.end_leak_watch(now, self._name)
         if self._closing:
             self._forget(entry)
-            if self._driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
+            if driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
                 return self._connector.retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
-        if discard or not self._driver.is_clean(conn):
+        if discard or not driver.is_clean(conn):
             self._forget(entry)
             self._close_entry_now(entry, "broken")
             self._meet_demand()
             return None
-        if now >= entry.expires:  # entry.expired(now), inlined on the hot path
+        if now >= entry.expires:  # entry.expired(now), inlined: the release path
             self._forget(entry)
             self._meet_demand()
             return self._connector.retire(entry, "lifetime")
@@ -638,8 +646,8 @@ class Pool:
             self._meet_demand()
             return self._connector.retire(entry, "rerouted")
         entry.last_used = now
-        full = self._full_reset or (self._exact_reset and self._driver.session_changed(conn))
-        if full or self._always_reset or self._driver.session_dirty(conn, self._autocommit):
+        full = self._full_reset or (self._exact_reset and driver.session_changed(conn))
+        if full or self._always_reset or driver.session_dirty(conn, self._autocommit):
             entry.resetting = True
             return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]

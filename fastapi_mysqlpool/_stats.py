@@ -125,13 +125,6 @@ class PoolStats:
         self.use_time = Histogram()
         self.create_time = Histogram()
 
-    def acquired_at_once(self) -> None:
-        """An acquire that did not wait: the first bucket, without the bisect."""
-        self.acquired_total += 1
-        wait = self.wait_time
-        wait.counts[0] += 1
-        wait.count += 1
-
     def snapshot(self) -> dict[str, Any]:
         """The counters' part of ``stats()``."""
         return {
