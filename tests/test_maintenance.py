@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
+import fastapi_mysqlpool
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id
 
@@ -67,3 +70,27 @@ async def test_keepalive_is_not_a_use_for_max_idle(make_pool: PoolFactory) -> No
         assert time.monotonic() - started < 5, pool.stats()
         await asyncio.sleep(0.05)
     assert pool.size == 0
+
+
+def test_the_modules_around_the_pool_do_not_import_it() -> None:
+    # Only the pool changes its free list and counts: the modules it delegates to see it through a
+    # Protocol of the operations it exposes, so none of them imports it back, not even for typing.
+    package = Path(fastapi_mysqlpool.__file__).parent
+    around = [
+        "_maintenance",
+        "_resize",
+        "_connector",
+        "_waiters",
+        "_entry",
+        "_acquire",
+        "_tasks",
+        "_reconnect",
+        "_stats",
+    ]
+    importers = []
+    for name in around:
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "_pool":
+                importers.append(name)
+    assert importers == []
