@@ -7,13 +7,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomysql
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._aiomysql import changes_unreported
+from fastapi_mysqlpool._connection import changes_unreported
+from tests import _drivers
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 Use = Callable[[aiomysql.Connection], Awaitable[Any]]
 
@@ -25,7 +27,7 @@ async def run(conn: aiomysql.Connection, *statements: str) -> None:
 
 
 async def error_code(conn: aiomysql.Connection, sql: str) -> int:
-    with pytest.raises(pymysql.err.MySQLError) as caught:
+    with pytest.raises(_drivers.db_errors.MySQLError) as caught:
         await fetch(conn, sql)
     return int(caught.value.args[0])
 

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from fastapi_mysqlpool._aiomysql import COM_RESET_CONNECTION
+from fastapi_mysqlpool._connection import COM_RESET_CONNECTION
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
     SERVER_SESSION_STATE_CHANGED,
