@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine
 from struct import unpack_from
 from typing import Any, ClassVar
 
@@ -51,8 +50,7 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-from ._connection import OpenedWith, PoolConnection, PoolDriver, until_closed
-from ._seam import ErrorFamily
+from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = [
@@ -150,6 +148,9 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
+
+    def closing(self) -> Any:
+        return self._writer  # its socket is gone once wait_closed() returns
 
     def escape_known(self, obj: Any, mapping: Any) -> str | None:
         # aiomysql passes its own encoders; PyMySQL's encoder table decides, as aiomysql < 1.2 did.
@@ -457,28 +458,14 @@ class AiomysqlDriver(PoolDriver):
     }
     connection_class = Connection
     connection_errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
-    families: ClassVar[tuple[tuple[type[BaseException], ErrorFamily], ...]] = (
-        (pymysql.err.InterfaceError, "interface"),
-        (pymysql.err.InternalError, "internal"),
-        (pymysql.err.OperationalError, "operational"),
-        (pymysql.err.MySQLError, "statement"),
-    )
+    families = error_families(pymysql.err)
     operational_error = pymysql.err.OperationalError
 
     async def open(self, conn: Connection) -> None:
         await conn._connect()
 
-    def is_clean(self, conn: Connection) -> bool:
-        return is_clean(conn)
-
-    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
-        return session_dirty(conn, autocommit)
-
-    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
-        # A stream writer's socket is gone once wait_closed() returns.
-        writer = conn._writer
-        conn.close()
-        return None if writer is None else until_closed(writer)
+    is_clean = staticmethod(is_clean)
+    session_dirty = staticmethod(session_dirty)
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return await conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import asyncmy
@@ -42,8 +41,7 @@ from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
-from ._connection import OpenedWith, PoolConnection, PoolDriver, until_closed
-from ._seam import ErrorFamily
+from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = ["DRIVER", "AsyncmyDriver", "Connection", "is_clean", "session_dirty"]
@@ -91,6 +89,9 @@ class Connection(PoolConnection, asyncmy.Connection):  # type: ignore[misc]
 
     def forget_server_state(self) -> None:
         self._stmt_cache.clear()  # the server dropped its prepared statements
+
+    def closing(self) -> Any:
+        return self._proto  # it learns that the socket is gone in connection_lost, on a later loop iteration
 
     def escape_known(self, obj: Any, mapping: Any) -> str | None:
         encoders = self._encoders if mapping is None else mapping
@@ -179,28 +180,14 @@ class AsyncmyDriver(PoolDriver):
     connect_arguments: ClassVar[frozenset[str]] = frozenset(inspect.signature(asyncmy.Connection).parameters)
     connection_class = Connection
     connection_errors = (errors.OperationalError, errors.InterfaceError)
-    families: ClassVar[tuple[tuple[type[BaseException], ErrorFamily], ...]] = (
-        (errors.InterfaceError, "interface"),
-        (errors.InternalError, "internal"),
-        (errors.OperationalError, "operational"),
-        (errors.MySQLError, "statement"),
-    )
+    families = error_families(errors)
     operational_error = errors.OperationalError
 
     async def open(self, conn: Connection) -> None:
         await conn.connect()
 
-    def is_clean(self, conn: Connection) -> bool:
-        return is_clean(conn)
-
-    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
-        return session_dirty(conn, autocommit)
-
-    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
-        # The protocol learns that the socket is gone in connection_lost, on a later loop iteration.
-        proto = conn._proto
-        conn.close()
-        return None if proto is None else until_closed(proto)
+    is_clean = staticmethod(is_clean)
+    session_dirty = staticmethod(session_dirty)
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return conn.cursor(DictCursor if dict_rows else Cursor)

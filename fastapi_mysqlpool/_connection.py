@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, NamedTuple, cast
 
 from ._errors import PoolMisuse
@@ -31,7 +31,15 @@ from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import session_sql, with_limit
 
-__all__ = ["COM_RESET_CONNECTION", "TRACKERS", "OpenedWith", "PoolConnection", "PoolDriver", "changes_unreported"]
+__all__ = [
+    "COM_RESET_CONNECTION",
+    "TRACKERS",
+    "OpenedWith",
+    "PoolConnection",
+    "PoolDriver",
+    "changes_unreported",
+    "error_families",
+]
 
 COM_QUERY = 0x03
 COM_STMT_PREPARE = 0x16
@@ -113,6 +121,10 @@ class PoolConnection:
 
     def forget_server_state(self) -> None:
         """Drop what the driver keeps of server-side state that COM_RESET_CONNECTION ended (prepared statements)."""
+
+    def closing(self) -> Any:
+        """What closes the socket and has ``wait_closed()`` (see `until_closed`), None when never connected."""
+        raise NotImplementedError
 
     @property
     def is_mariadb(self) -> bool:
@@ -263,6 +275,16 @@ async def until_closed(closing: Any) -> None:
             await asyncio.wait_for(closing.wait_closed(), 1.0)
 
 
+def error_families(module: Any) -> tuple[tuple[type[BaseException], ErrorFamily], ...]:
+    """A driver's DB-API error classes (PyMySQL's names, in ``module``), most specific first, with their family."""
+    return (
+        (module.InterfaceError, "interface"),
+        (module.InternalError, "internal"),
+        (module.OperationalError, "operational"),
+        (module.MySQLError, "statement"),
+    )
+
+
 class PoolDriver(Driver):
     """A driver whose connections are `PoolConnection`: what the seam asks, answered the same on each."""
 
@@ -326,6 +348,11 @@ class PoolDriver(Driver):
             await conn.autocommit(autocommit)
         if autocommit is not None:
             conn.autocommit_mode = autocommit
+
+    def abort(self, conn: PoolConnection) -> Coroutine[Any, Any, None] | None:
+        closing = conn.closing()
+        cast(Any, conn).close()
+        return None if closing is None else until_closed(closing)
 
     async def ping(self, conn: Any) -> None:
         await conn.ping(reconnect=False)
