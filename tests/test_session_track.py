@@ -15,7 +15,9 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
+import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._connection import COM_RESET_CONNECTION
+from fastapi_mysqlpool._seam import get_driver
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
     SERVER_SESSION_STATE_CHANGED,
@@ -398,3 +400,48 @@ def test_a_result_set_reports_the_flag_on_its_eof_packets(track_server: MySQLSer
     eofs = [parse_eof(p) for p in packets if p[0] == 0xFE and len(p) < 9]
     # One after the column definitions, one after the rows: both carry the flag.
     assert [eof.state_changed for eof in eofs] == [True, True]
+
+
+# --------------------------------------------------------------------------- what the pool's connection concludes
+
+# Each statement on a settled connection of the pool, and whether the driver then says the session changed: the
+# server's flag with the pool's trackers on, or the statement check for what the server does not report.
+POOL_SEES: list[tuple[str, bool]] = [
+    ("SELECT 1", False),
+    (f"INSERT INTO {T} VALUES (1)", False),
+    (f"SELECT * FROM {T}", False),
+    ("BEGIN", False),
+    ("COMMIT", False),
+    ("ROLLBACK", False),
+    ("USE session_track_other", True),
+    ("SET NAMES latin1", True),
+    ("SET sql_mode='ANSI_QUOTES'", True),
+    ("SET time_zone='+02:00'", True),
+    ("SET @uservar=1", True),
+    ("SELECT @uservar:=1", True),
+    ("SELECT 1 INTO @uservar", True),
+    ("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", True),
+    ("CREATE TEMPORARY TABLE session_track_tmp (id INT)", True),
+    ("SELECT GET_LOCK('session_track', 0)", True),
+    (f"LOCK TABLES {T} WRITE", True),
+    (f"HANDLER {T} OPEN", True),
+    ("PREPARE session_track_s FROM 'SELECT 1'", True),
+    ("SELECT 1; SET @uservar=2; SELECT 2", True),  # an earlier result of several: its flag is not the last one
+]
+
+
+@pytest.mark.parametrize(("statement", "changed"), POOL_SEES, ids=[s for s, _ in POOL_SEES])
+async def test_the_pools_connection_sees_exactly_the_changes(
+    statement: str, changed: bool, driver: str, track_server: MySQLServer | ExternalServer
+) -> None:
+    seam = get_driver(driver)
+    async with mp.create_pool(dsn=track_server.dsn, minsize=1, maxsize=1, autocommit=True) as pool:
+        async with pool.acquire() as conn:
+            assert not seam.session_changed(conn)  # settled once opened
+            async with conn.cursor() as cur:
+                await cur.execute(statement)
+                while await cur.nextset():
+                    pass
+            assert seam.session_changed(conn) is changed
+        async with pool.acquire() as conn:
+            assert not seam.session_changed(conn)  # settled again by the full reset, or never changed
