@@ -67,6 +67,8 @@ class _Result(MySQLResult):  # type: ignore[misc]
         if conn is not None:  # an unbuffered result ends here, long after the query returned
             conn.server_status = self.server_status
             conn._unconfirmed = False
+            if self.server_status & SERVER_SESSION_STATE_CHANGED:  # the next result overwrites the status
+                conn._session_changed = True
         return True
 
 
