@@ -16,7 +16,7 @@ import pytest
 from pymysql.constants import CLIENT
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._connection import COM_RESET_CONNECTION
+from fastapi_mysqlpool._connection import COM_RESET_CONNECTION, changes_unreported
 from fastapi_mysqlpool._seam import get_driver
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
@@ -403,6 +403,28 @@ def test_a_result_set_reports_the_flag_on_its_eof_packets(track_server: MySQLSer
 
 
 # --------------------------------------------------------------------------- what the pool's connection concludes
+
+
+@pytest.mark.parametrize(
+    ("sql", "unreported"),
+    [
+        ("SELECT GET_LOCK('x', 0)", True),
+        ("do get_lock('x', 0)", True),
+        ("HANDLER t OPEN", True),
+        ("LOCK TABLES t WRITE", True),
+        ("lock table t read", True),
+        ("FLUSH TABLES WITH READ LOCK", True),
+        ("SELECT @a := 1", True),
+        ("SELECT 1 INTO @x", True),
+        (b"SELECT 1 INTO @x", True),
+        ("SELECT id FROM t WHERE clock = 1 AND blocked = 0", False),
+        ("INSERT INTO t (email) VALUES ('a@example.com')", False),
+        ("SELECT 1", False),
+    ],
+)
+def test_the_statement_check_finds_what_the_server_does_not_report(sql: str | bytes, unreported: bool) -> None:
+    assert changes_unreported(sql) is unreported
+
 
 # Each statement on a settled connection of the pool, and whether the driver then says the session changed: the
 # server's flag with the pool's trackers on, or the statement check for what the server does not report.
