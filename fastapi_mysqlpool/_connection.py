@@ -180,7 +180,8 @@ class PoolConnection:
         await cast(Any, super()).ensure_closed()
 
     async def _execute_command(self, command: int, sql: Any) -> None:
-        self._check_owner()
+        if self._released or self._waiting is not None:  # two attribute tests for the owner's own command
+            self._check_owner()
         if self._tracks_sessions and not self._session_changed:
             # The last answer's status, where the driver stored it without a packet of ours seeing it (asyncmy's
             # prepared statements), and what the server will not report of this statement.
