@@ -189,7 +189,7 @@ class PoolConnection:
                 command in (COM_QUERY, COM_STMT_PREPARE) and changes_unreported(sql)
             )
         try:
-            await cast(Any, super())._execute_command(command, sql)
+            await super()._execute_command(command, sql)  # type: ignore[misc]  # the driver's; no cast() call per command
         except BaseException as exc:
             self._failed(exc)
             raise
@@ -200,7 +200,7 @@ class PoolConnection:
         if limit is not None:
             raw = sql.encode(self._encoding, "surrogateescape") if isinstance(sql, str) else sql
             sql = with_limit(raw, limit, self.is_mariadb)
-        affected: int = await cast(Any, super()).query(sql, unbuffered)
+        affected: int = await super().query(sql, unbuffered)  # type: ignore[misc]  # the driver's
         return affected
 
     async def _own_query(self, sql: str) -> None:
