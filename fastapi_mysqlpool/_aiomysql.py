@@ -19,7 +19,9 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   broken, so the pool judges a connection by what happened to it, never by an exception that
   merely passed through a block of user code.
 - Parameters are escaped the same whatever the PyMySQL version: PyMySQL 1.2 removed the
-  helper aiomysql escapes ``bytes`` with, and refuses tuples and lists.
+  helper aiomysql escapes ``bytes`` with, and refuses tuples and lists (`_connection`).
+- Session tracking, ownership and per-acquire statement timeouts are the pool's, the same on
+  both drivers (`_connection`).
 - A password is sent as UTF-8, as the MySQL and MariaDB command-line clients send it, where
   aiomysql encodes it as Latin-1 and fails, showing the password, on any other character.
 - Reading is faster; what it reads, and the errors it raises, are aiomysql's. aiomysql
@@ -37,10 +39,7 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import re
-from collections.abc import Coroutine
 from struct import unpack_from
 from typing import Any, ClassVar
 
@@ -51,58 +50,26 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-from ._errors import PoolMisuse
-from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
+from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
-from ._statement import session_sql, with_limit
 
 __all__ = [
     "DRIVER",
     "EOF_STATUS_TRACKED",
     "AiomysqlDriver",
     "Connection",
-    "changes_unreported",
     "is_clean",
-    "session_changed",
     "session_dirty",
 ]
 
 IN_TRANS = pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
-COM_RESET_CONNECTION = 0x1F
 # A payload of this length continues in the next packet; those take aiomysql's own path.
 _CONTINUED = 0xFFFFFF
 
 #: Whether result sets record the status of their closing EOF packet (aiomysql's hook exists).
 EOF_STATUS_TRACKED = callable(getattr(MySQLResult, "_check_packet_is_eof", None))
-
-# The session trackers set on every connection of a server that tracks sessions: the current database, every
-# system variable, and STATE_CHANGE for user variables, temporary tables, prepared statements and the rest.
-# They cost nothing on a statement that changes nothing: the server adds bytes only to an answer whose command
-# changed the session. The transaction tracker stays off: it would flag every BEGIN, COMMIT and autocommit-off
-# statement, so a clean transaction would look like a changed session.
-_TRACKERS = (
-    "SESSION session_track_schema=ON, SESSION session_track_state_change=ON, SESSION session_track_system_variables='*'"
-)
-# What changes a session without the server saying so (docs/pool.md has the measurements): user locks, open
-# HANDLERs, LOCK TABLES (reported only by the transaction tracker), FLUSH TABLES WITH READ LOCK, and user variables
-# assigned inside a statement (`:=`, `INTO @v`). A false match (the words in a string literal, say) costs one
-# full reset and nothing else.
-_UNREPORTED = re.compile(r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@")
-
-
-def changes_unreported(sql: str | bytes) -> bool:
-    """Whether ``sql`` may change the session in a way the server does not report (see `_UNREPORTED`).
-
-    Substring tests on the lowered text first, a few hundred nanoseconds for a typical statement; the regular
-    expression, which tries every alternative at every position and costs ten times that, only runs on the rare
-    statement that contains one of the words."""
-    low = sql.lower() if isinstance(sql, str) else sql.decode("latin-1").lower()
-    if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low):
-        return _UNREPORTED.search(low) is not None
-    return False
-
 
 # The column-definition cache of a connection: at most this many sets, least recently used
 # out first, and only sets of at most this many bytes (a typical one is well under 1 KiB),
@@ -146,7 +113,7 @@ class _Result(MySQLResult):  # type: ignore[misc]
         return True
 
 
-class Connection(aiomysql.Connection):  # type: ignore[misc]
+class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     """The connection the pool opens: ``aiomysql.Connection`` with exact transaction status
     and a synchronous read of buffered packets (see the module docstring)."""
 
@@ -154,27 +121,10 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     # Set once connected, when the stream reader has the buffer this relies on.
     _buffered_reads = False
     _field_cache: dict[tuple[Any, ...], tuple[tuple[FieldDescriptorPacket, ...], tuple[Any, ...]]]
-    # The last status flags the server sent, and whether a command was sent since without an
-    # OK or EOF packet answering it (an error, or not answered yet): see the module docstring.
+    # The last status flags the server sent (see the module docstring).
     _status = 0
-    _unconfirmed = False
-    # A failure left the connection in a state nobody can know: it is never reused.
-    _broken = False
-    #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
-    wrong_host = False
-    # Given back to the pool (see `Driver.set_owned`); and whether a command waits for its answer, which
-    # is the only time another task can run while a command is in flight.
-    _released = False
-    _waiting = False
-    # Whether the server reports session changes (CLIENT_SESSION_TRACK), and whether the session changed since
-    # it was settled (opened, or fully reset): see `session_changed`.
-    _tracks_sessions = False
-    _session_changed = False
     _password: Any
-    #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
-    max_statement_time = 0.0
-    #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
-    statement_limit: float | None = None
+    interface_error = pymysql.err.InterfaceError
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -196,32 +146,22 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         if status & SERVER_SESSION_STATE_CHANGED:
             self._session_changed = True
 
-    def escape(self, obj: Any, mapping: Any = None) -> str:
-        """Escape a query parameter, as ``aiomysql.Connection.escape`` does with PyMySQL < 1.2."""
-        if isinstance(obj, str):
-            return f"'{self.escape_string(obj)}'"
-        if isinstance(obj, (bytes, bytearray)):
-            return "_binary X'" + obj.hex() + "'"
-        if type(obj) in (tuple, list, set, frozenset):
-            return "(" + ",".join([self.escape(item) for item in obj]) + ")"
+    def opened_with(self) -> OpenedWith:
+        return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
+
+    def closing(self) -> Any:
+        return self._writer  # its socket is gone once wait_closed() returns
+
+    def escape_known(self, obj: Any, mapping: Any) -> str | None:
+        # aiomysql passes its own encoders; PyMySQL's encoder table decides, as aiomysql < 1.2 did.
         if type(obj) not in encoders:
-            # PyMySQL would quote its str() with backslash escapes, which NO_BACKSLASH_ESCAPES does not read.
-            return f"'{self.escape_string(str(obj))}'"
+            return None
         escaped: str = escape_item(obj, self._charset)
         return escaped
-
-    def literal(self, obj: Any) -> str:
-        return self.escape(obj)
-
-    @property
-    def is_mariadb(self) -> bool:
-        """Whether the server is MariaDB (else MySQL), from its handshake."""
-        return "mariadb" in str(self.server_version or "").lower()
 
     async def _connect(self) -> None:
         self._buffered_reads = False
         await super()._connect()
-        self._tracks_sessions = bool(self.server_capabilities & CLIENT_SESSION_TRACK)
         await self.apply_session_settings()
         reader = self._reader
         self._buffered_reads = (
@@ -244,10 +184,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         try:
             return await self._read_one(packet_type)
         except BaseException as exc:
-            if not isinstance(exc, Exception) or is_disconnect(exc):
-                self._broken = True
-            elif is_wrong_host(exc):
-                self._broken = self.wrong_host = True
+            self._failed(exc)
             raise
 
     async def _read_one(self, packet_type: type[MysqlPacket]) -> MysqlPacket:
@@ -274,7 +211,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             if reader._eof:
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
-            self._waiting = True
+            self._waiting = asyncio.current_task()
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
@@ -283,7 +220,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
             except Exception:
                 break  # the stream failed: aiomysql's path reports it
             finally:
-                self._waiting = False
+                self._waiting = None
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -291,66 +228,12 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                     CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
-        self._waiting = True
+        self._waiting = asyncio.current_task()
         try:
             waited: MysqlPacket = await super()._read_packet(packet_type)
         finally:
-            self._waiting = False
+            self._waiting = None
         return waited
-
-    def _session_assignments(self) -> list[str]:
-        """What the pool sets per session beyond aiomysql's arguments: the trackers and the statement timeout."""
-        assignments = [_TRACKERS] if self._tracks_sessions else []
-        if self.max_statement_time:
-            assignments.append(session_sql(self.max_statement_time, self.is_mariadb).removeprefix("SET "))
-        return assignments
-
-    async def apply_session_settings(self) -> None:
-        """Set the `_session_assignments` after the handshake, in one statement."""
-        assignments = self._session_assignments()
-        if assignments:
-            await super().query("SET " + ", ".join(assignments))
-
-    async def restore_session(self, autocommit: bool | None) -> None:
-        """After COM_RESET_CONNECTION, which restores the server's defaults but keeps the current database: the
-        character set, ``sql_mode``, trackers, statement timeout and autocommit the connection was opened with
-        (one statement), the configured database, then ``init_command``."""
-        assignments = [f"NAMES {self.escape(self.charset)}"]
-        if self.sql_mode is not None:
-            assignments.append(f"sql_mode={self.sql_mode}")  # as aiomysql sets it at connect
-        assignments += self._session_assignments()
-        if autocommit is not None:
-            assignments.append(f"autocommit={int(autocommit)}")
-            self.autocommit_mode = autocommit
-        await super().query("SET " + ", ".join(assignments))
-        if self.db:
-            await self.select_db(self.db)
-        else:
-            await super().query("SELECT DATABASE()")
-            result = self._result
-            if result is None or result.rows != ((None,),):
-                # No command returns a session to "no database": only a new connection has none.
-                raise pymysql.err.InterfaceError(
-                    0, "the session selected a database and the pool has none configured to return to"
-                )
-        if self.init_command is not None:
-            await super().query(self.init_command)
-            await self.commit()
-
-    async def set_charset(self, charset: str) -> None:
-        # aiomysql reads the answer without its status: the change would go unseen.
-        self._session_changed = True
-        await super().set_charset(charset)
-
-    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
-        if self._tracks_sessions and not self._session_changed:
-            self._session_changed = changes_unreported(sql)
-        limit = self.statement_limit
-        if limit is not None:
-            raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
-            sql = with_limit(raw, limit, self.is_mariadb)
-        affected: int = await super().query(sql, unbuffered)
-        return affected
 
     def _buffered_reader(self) -> Any:
         """The stream reader, when its buffer may be read synchronously; else None."""
@@ -466,35 +349,6 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 self._consume(reader, pos, seq)
         return done
 
-    def _check_owner(self) -> None:
-        """Refuse a command from whoever gave the connection back, or from a second task while one waits for
-        its answer: both would read, or send, in the middle of someone else's conversation with the server."""
-        if self._released and not POOL_TASK.get():
-            raise PoolMisuse(
-                "connection used after its release: it went back to the pool (release(), or the end of its "
-                "'async with pool.acquire()' block or request) and may already serve someone else; acquire a "
-                "connection of your own for work that outlives the block"
-            )
-        if self._waiting:
-            raise PoolMisuse(
-                "connection used by two tasks at once: another task's command on it still waits for its answer; "
-                "give each task a connection of its own"
-            )
-
-    async def ensure_closed(self) -> None:
-        self._check_owner()
-        await super().ensure_closed()
-
-    async def _execute_command(self, command: int, sql: Any) -> None:
-        self._check_owner()
-        try:
-            await super()._execute_command(command, sql)
-        except BaseException as exc:
-            if not isinstance(exc, Exception) or is_disconnect(exc):
-                self._broken = True
-            raise
-        self._unconfirmed = True
-
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         self._result = None
         result = _Result(self)
@@ -583,13 +437,6 @@ def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
     return bool(status & IN_TRANS) or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
 
 
-def session_changed(conn: Connection) -> bool:
-    """Whether the session may differ from the one the connection was opened with: the server flagged a change
-    (``SERVER_SESSION_STATE_CHANGED`` on an OK or EOF packet, an unbuffered result's last one included), a
-    statement did what the server does not report, or the server does not track sessions at all."""
-    return conn._session_changed or not conn._tracks_sessions
-
-
 def is_clean(conn: aiomysql.Connection) -> bool:
     """Cheap, I/O-free check: socket open, no EOF, no unread result, and no stray bytes
     other than the result sets still announced (which the reset on release reads)."""
@@ -602,23 +449,7 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     return not reader._buffer or (result is not None and bool(result.has_next))
 
 
-_FAMILIES: tuple[tuple[type[BaseException], ErrorFamily], ...] = (
-    (pymysql.err.InterfaceError, "interface"),
-    (pymysql.err.InternalError, "internal"),
-    (pymysql.err.OperationalError, "operational"),
-    (pymysql.err.MySQLError, "statement"),
-)
-
-
-async def _until_closed(writer: asyncio.StreamWriter | None) -> None:
-    # A TLS transport closes only after its shutdown exchange; a plain one on the next loop iteration.
-    # Either way its socket must be gone before the event loop may close.
-    if writer is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
-
-
-class AiomysqlDriver(Driver):
+class AiomysqlDriver(PoolDriver):
     """aiomysql (PyMySQL's protocol code on asyncio streams), with the pool's `Connection` class."""
 
     name = "aiomysql"
@@ -627,76 +458,17 @@ class AiomysqlDriver(Driver):
     }
     connection_class = Connection
     connection_errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+    families = error_families(pymysql.err)
+    operational_error = pymysql.err.OperationalError
 
-    def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
-        for cls, family in _FAMILIES:
-            if isinstance(exc, cls):
-                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-                return family, code
-        return None
+    async def open(self, conn: Connection) -> None:
+        await conn._connect()
 
-    def error(self, code: int, message: str) -> Exception:
-        error: Exception = pymysql.err.OperationalError(code, message)
-        return error
-
-    async def connect(
-        self, kwargs: dict[str, Any], connection_class: type[Any] | None = None, statement_time: float = 0.0
-    ) -> Connection:
-        conn: Connection = (connection_class or Connection)(**kwargs)
-        conn.max_statement_time = statement_time
-        try:
-            await conn._connect()
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def is_clean(self, conn: Connection) -> bool:
-        return is_clean(conn)
-
-    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
-        return session_dirty(conn, autocommit)
-
-    def set_owned(self, conn: Connection, owned: bool) -> None:
-        conn._released = not owned
-
-    def session_changed(self, conn: Connection) -> bool:
-        return session_changed(conn)
-
-    def settle_session(self, conn: Connection) -> None:
-        conn._session_changed = False
-
-    async def reset(self, conn: Connection, *, full: bool, autocommit: bool | None) -> None:
-        # A stored procedure whose later result sets were not read is still running: read them (it
-        # finishes), then roll back whatever it left uncommitted.
-        while conn._result is not None and conn._result.has_next:
-            await conn.next_result()
-        if full:
-            await conn._execute_command(COM_RESET_CONNECTION, b"")
-            await conn._read_ok_packet()
-            await conn.restore_session(autocommit)
-            self.settle_session(conn)
-        elif session_dirty(conn, None):
-            await conn.rollback()
-        if autocommit is not None and conn.get_autocommit() != autocommit:
-            await conn.autocommit(autocommit)
-        if autocommit is not None:
-            conn.autocommit_mode = autocommit
-
-    async def ping(self, conn: Connection) -> None:
-        await conn.ping(reconnect=False)
-
-    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
-        writer = conn._writer
-        conn.close()
-        return None if writer is None else _until_closed(writer)
+    is_clean = staticmethod(is_clean)
+    session_dirty = staticmethod(session_dirty)
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return await conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor)
-
-    def server_version(self, conn: Connection) -> str:
-        version: str = conn.get_server_info()
-        return version
 
 
 DRIVER = AiomysqlDriver()

@@ -20,16 +20,19 @@ left as they are, and asyncmy itself is untouched for other code in the process.
   (asyncmy itself closes a connection cancelled inside a read), so it is never reused half-read.
 - A password is sent as UTF-8, as the MySQL and MariaDB command-line clients send it, where asyncmy encodes it
   as Latin-1 and fails, holding the password in the error, on any other character.
-- The pool-wide server-side statement timeout is set on the session at connect, and after
-  COM_RESET_CONNECTION, which restores the server's defaults (see `_statement`).
+- Session tracking, ownership, the broken and wrong-host marks, parameter escaping and statement timeouts are
+  the pool's, the same as on aiomysql (`_connection`). asyncmy keeps every status it reads in
+  ``server_status``: the flag ``SERVER_SESSION_STATE_CHANGED`` of each answer is seen there, the last answer of
+  a multi-statement query's earlier results in `_read_query_result`, and the answers asyncmy's prepared
+  statements store themselves before the next command (`PoolConnection._execute_command`).
+- ``_fill_buffer``, where every wait for the server's answer happens, records the waiting task, so that a
+  second task's command is refused instead of reading the first one's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import asyncmy
@@ -38,12 +41,11 @@ from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
-from ._seam import Driver, ErrorFamily, is_disconnect
-from ._statement import session_sql, with_limit
+from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
+from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = ["DRIVER", "AsyncmyDriver", "Connection", "is_clean", "session_dirty"]
 
-COM_RESET_CONNECTION = 0x1F
 # The classic protocol's EOF packet: 0xFE, then warnings and status flags (two bytes each).
 _EOF_LENGTH = 5
 
@@ -65,77 +67,51 @@ class _Result(MySQLResult):  # type: ignore[misc]
         if conn is not None:  # an unbuffered result ends here, long after the query returned
             conn.server_status = self.server_status
             conn._unconfirmed = False
+            if self.server_status & SERVER_SESSION_STATE_CHANGED:  # the next result overwrites the status
+                conn._session_changed = True
         return True
 
 
-class Connection(asyncmy.Connection):  # type: ignore[misc]
-    """The connection the pool opens: ``asyncmy.Connection`` with exact transaction status and a broken
-    flag (see the module docstring)."""
+class Connection(PoolConnection, asyncmy.Connection):  # type: ignore[misc]
+    """The connection the pool opens: ``asyncmy.Connection`` with exact transaction and session status, an owner
+    and a broken flag (see the module docstring)."""
 
-    # Whether a command was sent since the last OK or EOF packet (an error, or not answered yet).
-    _unconfirmed = False
-    # A failure left the connection in a state nobody can know: it is never reused.
-    _broken = False
-    #: The pool-wide server-side statement timeout in seconds, 0 for none: set on the session at connect.
-    max_statement_time = 0.0
-    #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
-    statement_limit: float | None = None
+    interface_error = errors.InterfaceError
+    _client_flag: int
+    _stmt_cache: dict[Any, Any]
 
     def __init__(self, *, password: Any = "", **kwargs: Any) -> None:
         if isinstance(password, str):
             password = password.encode("utf-8")  # asyncmy would encode it as Latin-1
         super().__init__(password=password, **kwargs)
+        self._client_flag |= CLIENT_SESSION_TRACK
 
-    @property
-    def is_mariadb(self) -> bool:
-        """Whether the server is MariaDB (else MySQL), from its handshake."""
-        return "mariadb" in str(getattr(self, "server_version", "") or "").lower()
+    def opened_with(self) -> OpenedWith:
+        return OpenedWith(self._charset, self._sql_mode, self._db, self._init_command)
+
+    def forget_server_state(self) -> None:
+        self._stmt_cache.clear()  # the server dropped its prepared statements
+
+    def closing(self) -> Any:
+        return self._proto  # it learns that the socket is gone in connection_lost, on a later loop iteration
+
+    def escape_known(self, obj: Any, mapping: Any) -> str | None:
+        encoders = self._encoders if mapping is None else mapping
+        if type(obj) not in encoders:
+            return None
+        escaped: str = converters.escape_item(obj, self._charset, mapping=encoders)
+        return escaped
 
     async def connect(self) -> None:
         await super().connect()
         await self.apply_session_settings()
 
-    async def apply_session_settings(self) -> None:
-        """Set what the pool configures per session beyond asyncmy's arguments: the statement timeout.
-        Run after the handshake and again after COM_RESET_CONNECTION, which restores server defaults."""
-        if self.max_statement_time:
-            await super().query(session_sql(self.max_statement_time, self.is_mariadb))
-
-    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
-        limit = self.statement_limit
-        if limit is not None:
-            raw = sql.encode(self._encoding, "surrogateescape") if isinstance(sql, str) else sql
-            sql = with_limit(raw, limit, self.is_mariadb)
-        affected: int = await super().query(sql, unbuffered)
-        return affected
-
-    def escape(self, obj: Any, mapping: Any = None) -> str:
-        """Escape a query parameter as the aiomysql driver does: ``bytes`` and ``bytearray`` as hex literals
-        (right whatever ``NO_BACKSLASH_ESCAPES`` says, where asyncmy backslash-escapes them), and any sequence
-        or set as a parenthesised list (asyncmy accepts tuples only)."""
-        if isinstance(obj, str):
-            return f"'{self.escape_string(obj)}'"
-        if isinstance(obj, (bytes, bytearray)):
-            return "_binary X'" + obj.hex() + "'"
-        if type(obj) in (tuple, list, set, frozenset):
-            return "(" + ",".join([self.escape(item) for item in obj]) + ")"
-        escaped: str = converters.escape_item(obj, self._charset, mapping=mapping)
-        return escaped
-
-    def literal(self, obj: Any) -> str:
-        return self.escape(obj)
-
-    def _failed(self, exc: BaseException) -> None:
-        if not isinstance(exc, Exception) or is_disconnect(exc):
-            self._broken = True
-
-    async def _execute_command(self, command: int, sql: Any) -> None:
+    async def _fill_buffer(self, need: int) -> None:
+        self._waiting = asyncio.current_task()
         try:
-            await super()._execute_command(command, sql)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._unconfirmed = True
+            await super()._fill_buffer(need)
+        finally:
+            self._waiting = None
 
     async def _read_ok_packet(self) -> Any:
         try:
@@ -165,8 +141,11 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
         self._result = result
         self._affected_rows = result.affected_rows
         if not result.unbuffered_active:  # else its EOF, still to come, says (`_Result`)
-            self.server_status = result.server_status
+            status = self.server_status = result.server_status
             self._unconfirmed = False
+            if status & SERVER_SESSION_STATE_CHANGED:
+                # An earlier result of a multi-statement query: the next one overwrites the status.
+                self._session_changed = True
 
 
 def session_dirty(conn: Connection, autocommit: bool | None) -> bool:
@@ -196,105 +175,24 @@ def is_clean(conn: Connection) -> bool:
     return proto.length == proto.pos or (result is not None and bool(result.has_next))
 
 
-_FAMILIES: tuple[tuple[type[BaseException], ErrorFamily], ...] = (
-    (errors.InterfaceError, "interface"),
-    (errors.InternalError, "internal"),
-    (errors.OperationalError, "operational"),
-    (errors.MySQLError, "statement"),
-)
-
-
-async def _until_closed(proto: Any) -> None:
-    # The protocol learns that the socket is gone in connection_lost, on a later loop iteration (after a
-    # TLS shutdown exchange). The socket must be gone before the event loop may close.
-    if proto is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proto.wait_closed(), 1.0)
-
-
-class AsyncmyDriver(Driver):
+class AsyncmyDriver(PoolDriver):
     """asyncmy (PyMySQL's protocol compiled with Cython), with the pool's `Connection` class."""
 
     name = "asyncmy"
     connect_arguments: ClassVar[frozenset[str]] = frozenset(inspect.signature(asyncmy.Connection).parameters)
     connection_class = Connection
     connection_errors = (errors.OperationalError, errors.InterfaceError)
+    families = error_families(errors)
+    operational_error = errors.OperationalError
 
-    def session_changed(self, conn: Any) -> bool:
-        # Session tracking is not read on asyncmy yet, and its full reset does not restore the current
-        # database: on asyncmy, "exact" behaves as "rollback" (documented), "always" still resets fully.
-        return False
+    async def open(self, conn: Connection) -> None:
+        await conn.connect()
 
-    def classify(self, exc: BaseException) -> tuple[ErrorFamily, int] | None:
-        for cls, family in _FAMILIES:
-            if isinstance(exc, cls):
-                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-                return family, code
-        return None
-
-    def error(self, code: int, message: str) -> Exception:
-        error: Exception = errors.OperationalError(code, message)
-        return error
-
-    async def connect(
-        self, kwargs: dict[str, Any], connection_class: type[Any] | None = None, statement_time: float = 0.0
-    ) -> Connection:
-        conn: Connection = (connection_class or Connection)(**kwargs)
-        conn.max_statement_time = statement_time
-        try:
-            await conn.connect()
-        except BaseException:
-            conn.close()  # asyncmy closes on failure too; a cancel in the last step must not leak the socket
-            raise
-        return conn
-
-    def is_clean(self, conn: Connection) -> bool:
-        return is_clean(conn)
-
-    def session_dirty(self, conn: Connection, autocommit: bool | None) -> bool:
-        return session_dirty(conn, autocommit)
-
-    async def reset(self, conn: Connection, *, full: bool, autocommit: bool | None) -> None:
-        # A stored procedure whose later result sets were not read is still running: read them (it
-        # finishes), then roll back whatever it left uncommitted.
-        while conn._result is not None and conn._result.has_next:
-            await conn.next_result()
-        if full:
-            await conn._execute_command(COM_RESET_CONNECTION, b"")
-            await conn._read_ok_packet()
-            # The reset drops the server's prepared statements and restores server defaults; re-apply what
-            # the connection was opened with.
-            conn._stmt_cache.clear()
-            if conn._sql_mode is not None:
-                await conn.query(f"SET sql_mode={conn._sql_mode}")
-            if conn._init_command is not None:
-                await conn.query(conn._init_command)
-                await conn.commit()
-            await conn.apply_session_settings()
-            if autocommit is not None:
-                conn.autocommit_mode = autocommit
-                await conn._send_autocommit_mode()
-        elif session_dirty(conn, None):
-            await conn.rollback()
-        if autocommit is not None:
-            conn.autocommit_mode = autocommit
-            if conn.get_autocommit() != autocommit:
-                await conn._send_autocommit_mode()
-
-    async def ping(self, conn: Connection) -> None:
-        await conn.ping(reconnect=False)
-
-    def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
-        proto = conn._proto
-        conn.close()
-        return None if proto is None else _until_closed(proto)
+    is_clean = staticmethod(is_clean)
+    session_dirty = staticmethod(session_dirty)
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return conn.cursor(DictCursor if dict_rows else Cursor)
-
-    def server_version(self, conn: Connection) -> str:
-        version: str = conn.get_server_info()
-        return version
 
 
 DRIVER = AsyncmyDriver()

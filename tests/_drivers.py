@@ -36,6 +36,18 @@ class _Errors:
 db_errors: Any = _Errors()
 
 
+def error_classes(name: str) -> tuple[type[Exception], ...]:
+    """The error class called ``name`` of every driver that is installed: for code that runs outside a test (an app
+    served by uvicorn) or that sees errors of either driver."""
+    classes = []
+    for module in _ERROR_MODULES.values():
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue
+    return tuple(classes)
+
+
 def connection_class() -> type[Any]:
     """The driver's own connection class, which the pool's connections subclass."""
     if current() == "aiomysql":

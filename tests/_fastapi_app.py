@@ -17,7 +17,10 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
 import fastapi_mysqlpool as mp
+from tests import _drivers
 
+# The app runs on the driver the tests chose for it; its unbuffered cursor is that driver's.
+_drivers.select(os.environ.get("MYSQLPOOL_DRIVER", "aiomysql"))
 tight = mp.pool_dependencies("tight")
 _COUNT_TO = "WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < %s) SELECT n FROM s"
 
@@ -55,7 +58,7 @@ async def tight_sleep(seconds: float, conn: Annotated[aiomysql.Connection, Depen
 @app.get("/stream")
 async def stream(rows: int, pool: mp.PoolDep) -> StreamingResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with pool.acquire() as conn, conn.cursor(aiomysql.SSCursor) as cursor:
+        async with pool.acquire() as conn, conn.cursor(_drivers.unbuffered_cursor()) as cursor:
             await cursor.execute(_COUNT_TO, (rows,))
             async for (n,) in cursor:
                 yield f"{n}\n".encode()

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomysql
 import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from tests import _drivers
 
 __all__ = [
     "ACCOUNTS",
@@ -95,13 +95,13 @@ class Op:
 
 
 def classify(exc: BaseException) -> str:
-    """The class name that `CLEAN_ERRORS` speaks of, with aiomysql's aliases folded onto pymysql's classes."""
+    """The class name that `CLEAN_ERRORS` speaks of, with a driver's subclasses folded onto the DB-API classes."""
     for kind in (mp.PoolTimeout, mp.TooManyWaiters, mp.PoolClosed, QueryTimeout, ServiceUnavailable):
         if isinstance(exc, kind):
             return kind.__name__
-    for kind in (pymysql.err.InternalError, pymysql.err.OperationalError, pymysql.err.InterfaceError):
-        if isinstance(exc, kind):
-            return kind.__name__
+    for name in ("InternalError", "OperationalError", "InterfaceError"):
+        if isinstance(exc, _drivers.error_classes(name)):
+            return name
     return type(exc).__name__
 
 
@@ -109,7 +109,8 @@ async def query_once(pool: mp.Pool, sql: str = "SELECT 1", *, query_timeout: flo
     """Acquire, run ``sql`` bounded by ``query_timeout``, release.
 
     The bound is the caller's job: a query on a connection whose peer went silent never returns on its own. On
-    expiry aiomysql closes the connection, so the pool discards it on release.
+    expiry the driver closes the connection (or the pool's connection marks itself broken), so the pool discards it
+    on release.
     """
     async with pool.acquire() as conn, conn.cursor() as cur:
         try:
@@ -207,7 +208,7 @@ def assert_pool_accounted(pool: mp.Pool) -> None:
 
 async def assert_every_connection_usable(pool: mp.Pool) -> None:
     """Check out every connection at once: each answers, and none carries an open transaction or unread result."""
-    conns: list[aiomysql.Connection] = []
+    conns: list[Any] = []
     try:
         for _ in range(pool.maxsize):
             conns.append(await pool.acquire())
@@ -250,7 +251,7 @@ class Bank:
             await conn.commit()
 
     @staticmethod
-    async def apply(conn: aiomysql.Connection, prefix: str, transfer: int, src: int, dst: int, amount: int) -> None:
+    async def apply(conn: Any, prefix: str, transfer: int, src: int, dst: int, amount: int) -> None:
         """The transfer's statements, inside the caller's transaction."""
         async with conn.cursor() as cur:
             # Lock the accounts in id order, so that concurrent transfers never deadlock.
@@ -381,8 +382,11 @@ def record_figure(request: pytest.FixtureRequest, scenario: str, name: str, valu
     if plugin is None:
         plugin = _FiguresPlugin(config)
         config.pluginmanager.register(plugin, _FiguresPlugin.name)
+    # aiomysql's figures keep their names (docs/reliability.md quotes them); the other drivers' say which they are.
+    driver = _drivers.current()
+    key = f"{scenario}.{name}" if driver == "aiomysql" else f"{scenario}[{driver}].{name}"
     plugin.record(
-        f"{scenario}.{name}",
+        key,
         {"value": round(float(value), 4), "unit": unit, "test": request.node.nodeid, "at": time.strftime("%F %T")},
     )
 
@@ -407,7 +411,7 @@ def reliability_app(dsn: str | None = None, bank: str = "", **pool_options: Any)
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": f"{type(exc).__name__}"}, status_code=503, headers={"Retry-After": "1"})
 
-    for error in (QueryTimeout, pymysql.err.OperationalError, pymysql.err.InterfaceError):
+    for error in (QueryTimeout, *_drivers.error_classes("OperationalError"), *_drivers.error_classes("InterfaceError")):
         app.add_exception_handler(error, unavailable)
 
     @app.get("/sleep")

@@ -36,6 +36,18 @@ def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         _drivers.select("aiomysql")
 
 
+@pytest.fixture(scope="module", params=_drivers.DRIVER_NAMES)
+def app_driver(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The driver of an app that a module serves under uvicorn for all its tests (``MYSQLPOOL_DRIVER`` in the
+    app's environment): the module's tests run once per driver, the server started once for each."""
+    name: str = request.param
+    _drivers.select(name)
+    try:
+        yield name
+    finally:
+        _drivers.select("aiomysql")
+
+
 @pytest.fixture
 async def make_pool(mysql_dsn: str) -> AsyncIterator[PoolFactory]:
     """``await make_pool(maxsize=3, ...)``: a pool on the shared server, closed after the test."""

@@ -47,6 +47,8 @@ PRIVATES: list[tuple[Any, str, str]] = [
     (asyncmy.Connection, "_read_query_result", COROUTINE),
     (asyncmy.Connection, "_send_autocommit_mode", COROUTINE),
     (asyncmy.Connection, "ensure_closed", COROUTINE),
+    (asyncmy.Connection, "_fill_buffer", COROUTINE),
+    (asyncmy.Connection, "set_charset", COROUTINE),
     (AsyncmyResult, "_check_packet_is_eof", METHOD),
     (AsyncmyResult, "init_unbuffered_query", COROUTINE),
     (AsyncmyResult, "read", COROUTINE),
@@ -72,3 +74,10 @@ def test_asyncmy_connection_state_attributes_are_public_on_the_compiled_base() -
         assert hasattr(asyncmy.connection._ConnectionState, name), name
     for name in ("buffer", "length", "pos", "eof", "exc"):
         assert hasattr(asyncmy.connection._ProtocolState, name), name
+
+
+async def test_asyncmy_connection_keeps_its_connect_arguments_where_the_full_reset_reads_them() -> None:
+    # Read by the full reset (`opened_with`), the escaping and the session tracking of `_asyncmy.Connection`.
+    conn = asyncmy.Connection(charset="latin1", sql_mode="ANSI", database="d", init_command="SET @a = 1")
+    assert (conn._charset, conn._sql_mode, conn._db, conn._init_command) == ("latin1", "ANSI", "d", "SET @a = 1")
+    assert isinstance(conn._client_flag, int) and isinstance(conn._encoders, dict)

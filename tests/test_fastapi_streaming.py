@@ -29,12 +29,13 @@ from tests.test_fastapi_uvicorn import CLIENT_TIMEOUT, pool_stats, wait_for_stat
 
 
 @pytest.fixture(scope="module")
-def base_url(mysql_server: MySQLServer | ExternalServer) -> Iterator[str]:
+def base_url(mysql_server: MySQLServer | ExternalServer, app_driver: str) -> Iterator[str]:
     admin = pymysql.connect(**mysql_server.root_connect_kwargs(), database=mysql_server.db, autocommit=True)
     try:
         query(admin, "DROP TABLE IF EXISTS streaming_notes")
         query(admin, "CREATE TABLE streaming_notes (id INT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(100))")
-        with uvicorn_server("tests._streaming_app:app", {"DATABASE_URL": mysql_server.dsn}, ready="/pool/live") as url:
+        env = {"DATABASE_URL": mysql_server.dsn, "MYSQLPOOL_DRIVER": app_driver}
+        with uvicorn_server("tests._streaming_app:app", env, ready="/pool/live") as url:
             yield url
     finally:
         query(admin, "DROP TABLE IF EXISTS streaming_notes")
@@ -129,6 +130,7 @@ async def test_transaction_dependency_refuses_a_generator_endpoint(
     assert not committed(mysql_server, "refused")
 
 
+@pytest.mark.usefixtures("driver")
 async def test_transaction_refusal_names_the_pattern_to_use(mysql_dsn: str) -> None:
     lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
     app = FastAPI(lifespan=lifespan)

@@ -35,12 +35,16 @@ def module_proxy(mysql_server: MySQLServer | ExternalServer) -> Iterator[FaultPr
 
 
 @pytest.fixture(scope="module")
-def base_url(mysql_server: MySQLServer | ExternalServer, module_proxy: FaultProxy) -> Iterator[str]:
+def base_url(mysql_server: MySQLServer | ExternalServer, module_proxy: FaultProxy, app_driver: str) -> Iterator[str]:
     admin = pymysql.connect(**mysql_server.root_connect_kwargs(), database=mysql_server.db, autocommit=True)
     try:
         query(admin, "DROP TABLE IF EXISTS fastapi_uvicorn_notes")
         query(admin, "CREATE TABLE fastapi_uvicorn_notes (id INT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(100))")
-        env = {"DATABASE_URL": mysql_server.dsn, "PROXIED_DATABASE_URL": proxied_dsn(mysql_server, module_proxy)}
+        env = {
+            "DATABASE_URL": mysql_server.dsn,
+            "PROXIED_DATABASE_URL": proxied_dsn(mysql_server, module_proxy),
+            "MYSQLPOOL_DRIVER": app_driver,
+        }
         with uvicorn_server("tests._fastapi_app:app", env, ready="/pool/live") as url:
             yield url
     finally:
@@ -158,6 +162,7 @@ async def test_health_is_503_within_its_bound_when_blackholed_and_recovers(
 
 
 @pytest.mark.parametrize("fault", ["unreachable", "wrong password"])
+@pytest.mark.usefixtures("driver")
 def test_startup_fails_clearly(fault: str, mysql_server: MySQLServer | ExternalServer) -> None:
     if fault == "unreachable":
         host, port, password = "127.0.0.1", closed_port(), "secret-pw"

@@ -13,6 +13,8 @@ from fastapi_mysqlpool._seam import POOL_TASK
 from tests.conftest import PoolFactory
 from tests.test_pool import conn_id, fetch
 
+pytestmark = pytest.mark.usefixtures("driver")
+
 
 async def test_a_reference_kept_after_release_raises(make_pool: PoolFactory) -> None:
     pool = await make_pool(minsize=1, maxsize=1)

@@ -11,13 +11,14 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
-import aiomysql
 import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
 from tests._reliability import (
     FAST,
     Bank,
@@ -31,6 +32,8 @@ from tests._reliability import (
     wait_until,
 )
 from tests.conftest import PoolFactory, query
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ async def test_cancellation_at_random_points_under_load_loses_and_poisons_no_con
     counts = {"completed": 0, "cancelled": 0}
     next_id = iter(range(1, 10**9))
 
-    async def transaction(conn: aiomysql.Connection) -> None:
+    async def transaction(conn: Any) -> None:
         row = next(next_id)
         await conn.begin()
         async with conn.cursor() as cur:
@@ -67,12 +70,12 @@ async def test_cancellation_at_random_points_under_load_loses_and_poisons_no_con
         commit_started.add(row)
         await conn.commit()
 
-    async def unread_result(conn: aiomysql.Connection) -> None:
-        async with conn.cursor(aiomysql.SSCursor) as cur:
+    async def unread_result(conn: Any) -> None:
+        async with conn.cursor(_drivers.unbuffered_cursor()) as cur:
             await cur.execute("SELECT seq FROM seq_1_to_20000")
             await cur.fetchmany(10)
 
-    async def sleep_query(conn: aiomysql.Connection) -> None:
+    async def sleep_query(conn: Any) -> None:
         async with conn.cursor() as cur:
             await cur.execute("SELECT SLEEP(0.003)")
             await cur.fetchall()

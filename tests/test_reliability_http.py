@@ -44,6 +44,8 @@ from tests._reliability import (
 from tests._uvicorn import free_port
 from tests.conftest import proxied_dsn
 
+pytestmark = pytest.mark.usefixtures("driver")
+
 RECOVERY_BOUND = 2.0
 DEADLINE = FAST["acquire_timeout"] + QUERY_TIMEOUT + 1.0
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import pymysql
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._config import DSN_SCHEMES
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
 from tests._proxy import FaultProxy
 from tests._reliability import FAST, query_once, record_figure
 
@@ -119,6 +119,7 @@ def test_create_pool_validates_its_arguments_before_connecting(kwargs: dict[str,
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, math.nan, -math.inf])
+@pytest.mark.usefixtures("driver")
 async def test_acquire_rejects_a_timeout_that_is_not_positive(make_pool: Any, timeout: float) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
     with pytest.raises(ValueError, match="acquire timeout"):
@@ -126,6 +127,7 @@ async def test_acquire_rejects_a_timeout_that_is_not_positive(make_pool: Any, ti
     assert await query_once(pool) == [(1,)]
 
 
+@pytest.mark.usefixtures("driver")
 async def test_a_tiny_acquire_timeout_never_costs_a_healthy_connection(make_pool: Any) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
     # Idle past the pre-ping window: the acquire has to ping, and its deadline is shorter than any ping.
@@ -153,6 +155,7 @@ def _dsn(server: MySQLServer | ExternalServer, proxy: FaultProxy, *, password: s
     [("password", 1045), ("database", 1044)],
     ids=["wrong-password", "unknown-database"],
 )
+@pytest.mark.usefixtures("driver")
 async def test_a_refused_login_fails_at_once_with_the_servers_error_and_no_password(
     mysql_server: MySQLServer | ExternalServer,
     proxy: FaultProxy,
@@ -166,7 +169,7 @@ async def test_a_refused_login_fails_at_once_with_the_servers_error_and_no_passw
     password = wrong if what == "password" else mysql_server.password
     db = f"missing_{os.urandom(3).hex()}" if what == "database" else mysql_server.db
     started = time.monotonic()
-    with pytest.raises(pymysql.err.OperationalError) as failed:
+    with pytest.raises(_drivers.db_errors.OperationalError) as failed:
         await mp.create_pool(dsn=_dsn(mysql_server, proxy, password=password, db=db), minsize=2, **FAST)
     record_figure(request, f"11-{what}", "error_seconds", time.monotonic() - started, "s")
     external_admin = what == "database" and isinstance(mysql_server, ExternalServer)  # its rights are unknown
@@ -178,6 +181,7 @@ async def test_a_refused_login_fails_at_once_with_the_servers_error_and_no_passw
     _assert_hidden(password, failed.value, repr(failed.value), caplog.text)
 
 
+@pytest.mark.usefixtures("driver")
 async def test_the_password_appears_in_no_output_of_a_pool_in_trouble(
     mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests import _drivers
 from tests._proxy import FaultProxy
 from tests._reliability import (
     FAST,
@@ -34,7 +34,7 @@ DEADLINE = FAST["acquire_timeout"] + QUERY_TIMEOUT + 1.0
 # next attempt waits out its backoff (at most backoff_max).
 BLACKHOLE_RECOVERY_BOUND = FAST["connect_timeout"] + FAST["backoff_max"] + 1.0
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("driver")]
 
 
 async def _timed(pool: mp.Pool) -> float:
@@ -119,7 +119,7 @@ async def test_blackholed_database_with_fail_fast_fails_waiters_with_the_connect
         proxy.blackhole()
         await pool.clear()
         started = time.monotonic()
-        with pytest.raises(pymysql.err.OperationalError, match="timed out"):
+        with pytest.raises(_drivers.db_errors.OperationalError, match="timed out"):
             await query_once(pool)
         record_figure(request, "4-blackhole", "fail_fast_error_seconds", time.monotonic() - started, "s")
         proxy.heal()
@@ -129,7 +129,7 @@ async def test_blackholed_database_with_fail_fast_fails_waiters_with_the_connect
             try:
                 assert await query_once(pool, "SELECT 5") == [(5,)]
                 break
-            except pymysql.err.OperationalError:
+            except _drivers.db_errors.OperationalError:
                 assert time.monotonic() - healed < BLACKHOLE_RECOVERY_BOUND
                 await asyncio.sleep(0.05)
         record_figure(request, "4-blackhole", "fail_fast_recovery_seconds", time.monotonic() - healed, "s")

@@ -35,7 +35,7 @@ QUERY_TIMEOUT = 1.0
 DEADLINE = FAST["acquire_timeout"] + QUERY_TIMEOUT + 1.0
 WORKERS = 24
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("driver")]
 
 
 def _sleep_query(seconds: float) -> Callable[[mp.Pool], Awaitable[object]]:

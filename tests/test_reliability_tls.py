@@ -14,14 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import MySQLServer
+from tests import _drivers
 from tests._proxy import FaultProxy
 from tests._reliability import query_once, record_figure
 from tests.conftest import proxied_dsn
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ async def test_a_certificate_from_the_wrong_ca_fails_at_once_with_a_clear_error(
     with FaultProxy(tls_server.host, tls_server.port) as proxy:
         dsn = f"{proxied_dsn(tls_server, proxy)}?ssl_mode=verify_ca&ssl_ca={certificates.other_ca}"
         started = time.monotonic()
-        with pytest.raises(pymysql.err.OperationalError) as failed:
+        with pytest.raises(_drivers.db_errors.OperationalError) as failed:
             await mp.create_pool(dsn=dsn, minsize=1, open_timeout=3.0)
         record_figure(request, "10-tls-wrong-ca", "error_seconds", time.monotonic() - started, "s")
         message = f"{failed.value} {failed.value.__cause__}"
@@ -136,6 +138,6 @@ async def test_verify_identity_rejects_a_certificate_for_another_host(
 ) -> None:
     # The certificate names 127.0.0.1; reached as "localhost", the name does not match.
     dsn = tls_server.dsn.replace("@127.0.0.1:", "@localhost:") + f"?ssl_mode=verify_identity&ssl_ca={certificates.ca}"
-    with pytest.raises(pymysql.err.OperationalError) as failed:
+    with pytest.raises(_drivers.db_errors.OperationalError) as failed:
         await mp.create_pool(dsn=dsn, minsize=1, open_timeout=3.0)
     assert "match" in f"{failed.value} {failed.value.__cause__}"

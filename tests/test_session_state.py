@@ -7,13 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomysql
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool._aiomysql import changes_unreported
+from tests import _drivers
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
+
+pytestmark = pytest.mark.usefixtures("driver")
 
 Use = Callable[[aiomysql.Connection], Awaitable[Any]]
 
@@ -25,7 +26,7 @@ async def run(conn: aiomysql.Connection, *statements: str) -> None:
 
 
 async def error_code(conn: aiomysql.Connection, sql: str) -> int:
-    with pytest.raises(pymysql.err.MySQLError) as caught:
+    with pytest.raises(_drivers.db_errors.MySQLError) as caught:
         await fetch(conn, sql)
     return int(caught.value.args[0])
 
@@ -193,24 +194,3 @@ async def test_a_server_without_session_tracking_gets_the_full_reset_every_time(
         conn._tracks_sessions = False
     figures = await measure(admin, pool, 10, "SELECT 1")
     assert figures["Com_admin_commands"] == 10
-
-
-@pytest.mark.parametrize(
-    ("sql", "unreported"),
-    [
-        ("SELECT GET_LOCK('x', 0)", True),
-        ("do get_lock('x', 0)", True),
-        ("HANDLER t OPEN", True),
-        ("LOCK TABLES t WRITE", True),
-        ("lock table t read", True),
-        ("FLUSH TABLES WITH READ LOCK", True),
-        ("SELECT @a := 1", True),
-        ("SELECT 1 INTO @x", True),
-        (b"SELECT 1 INTO @x", True),
-        ("SELECT id FROM t WHERE clock = 1 AND blocked = 0", False),
-        ("INSERT INTO t (email) VALUES ('a@example.com')", False),
-        ("SELECT 1", False),
-    ],
-)
-def test_the_statement_check_finds_what_the_server_does_not_report(sql: str | bytes, unreported: bool) -> None:
-    assert changes_unreported(sql) is unreported

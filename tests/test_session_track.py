@@ -15,7 +15,9 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from fastapi_mysqlpool._aiomysql import COM_RESET_CONNECTION
+import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._connection import COM_RESET_CONNECTION, changes_unreported
+from fastapi_mysqlpool._seam import get_driver
 from fastapi_mysqlpool._session_track import (
     CLIENT_SESSION_TRACK,
     SERVER_SESSION_STATE_CHANGED,
@@ -398,3 +400,70 @@ def test_a_result_set_reports_the_flag_on_its_eof_packets(track_server: MySQLSer
     eofs = [parse_eof(p) for p in packets if p[0] == 0xFE and len(p) < 9]
     # One after the column definitions, one after the rows: both carry the flag.
     assert [eof.state_changed for eof in eofs] == [True, True]
+
+
+# --------------------------------------------------------------------------- what the pool's connection concludes
+
+
+@pytest.mark.parametrize(
+    ("sql", "unreported"),
+    [
+        ("SELECT GET_LOCK('x', 0)", True),
+        ("do get_lock('x', 0)", True),
+        ("HANDLER t OPEN", True),
+        ("LOCK TABLES t WRITE", True),
+        ("lock table t read", True),
+        ("FLUSH TABLES WITH READ LOCK", True),
+        ("SELECT @a := 1", True),
+        ("SELECT 1 INTO @x", True),
+        (b"SELECT 1 INTO @x", True),
+        ("SELECT id FROM t WHERE clock = 1 AND blocked = 0", False),
+        ("INSERT INTO t (email) VALUES ('a@example.com')", False),
+        ("SELECT 1", False),
+    ],
+)
+def test_the_statement_check_finds_what_the_server_does_not_report(sql: str | bytes, unreported: bool) -> None:
+    assert changes_unreported(sql) is unreported
+
+
+# Each statement on a settled connection of the pool, and whether the driver then says the session changed: the
+# server's flag with the pool's trackers on, or the statement check for what the server does not report.
+POOL_SEES: list[tuple[str, bool]] = [
+    ("SELECT 1", False),
+    (f"INSERT INTO {T} VALUES (1)", False),
+    (f"SELECT * FROM {T}", False),
+    ("BEGIN", False),
+    ("COMMIT", False),
+    ("ROLLBACK", False),
+    ("USE session_track_other", True),
+    ("SET NAMES latin1", True),
+    ("SET sql_mode='ANSI_QUOTES'", True),
+    ("SET time_zone='+02:00'", True),
+    ("SET @uservar=1", True),
+    ("SELECT @uservar:=1", True),
+    ("SELECT 1 INTO @uservar", True),
+    ("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", True),
+    ("CREATE TEMPORARY TABLE session_track_tmp (id INT)", True),
+    ("SELECT GET_LOCK('session_track', 0)", True),
+    (f"LOCK TABLES {T} WRITE", True),
+    (f"HANDLER {T} OPEN", True),
+    ("PREPARE session_track_s FROM 'SELECT 1'", True),
+    ("SELECT 1; SET @uservar=2; SELECT 2", True),  # an earlier result of several: its flag is not the last one
+]
+
+
+@pytest.mark.parametrize(("statement", "changed"), POOL_SEES, ids=[s for s, _ in POOL_SEES])
+async def test_the_pools_connection_sees_exactly_the_changes(
+    statement: str, changed: bool, driver: str, track_server: MySQLServer | ExternalServer
+) -> None:
+    seam = get_driver(driver)
+    async with mp.create_pool(dsn=track_server.dsn, minsize=1, maxsize=1, autocommit=True) as pool:
+        async with pool.acquire() as conn:
+            assert not seam.session_changed(conn)  # settled once opened
+            async with conn.cursor() as cur:
+                await cur.execute(statement)
+                while await cur.nextset():
+                    pass
+            assert seam.session_changed(conn) is changed
+        async with pool.acquire() as conn:
+            assert not seam.session_changed(conn)  # settled again by the full reset, or never changed
