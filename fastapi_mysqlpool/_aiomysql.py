@@ -54,7 +54,7 @@ from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacke
 from ._errors import PoolMisuse
 from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
-from ._statement import session_sql, with_limit
+from ._statement import limit_leaves_session, session_sql, with_limit
 
 __all__ = [
     "DRIVER",
@@ -346,10 +346,16 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
         if self._tracks_sessions and not self._session_changed:
             self._session_changed = changes_unreported(sql)
         limit = self.statement_limit
-        if limit is not None:
-            raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
-            sql = with_limit(raw, limit, self.is_mariadb)
-        affected: int = await super().query(sql, unbuffered)
+        if limit is None:
+            affected: int = await super().query(sql, unbuffered)
+            return affected
+        raw = sql.encode(self.encoding, "surrogateescape") if isinstance(sql, str) else sql
+        changed = self._session_changed
+        try:
+            affected = await super().query(with_limit(raw, limit, self.is_mariadb), unbuffered)
+        finally:
+            if not changed and limit_leaves_session(raw):
+                self._session_changed = False  # the server flags the limit itself, then restores it
         return affected
 
     def _buffered_reader(self) -> Any:
