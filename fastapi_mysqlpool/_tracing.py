@@ -131,19 +131,22 @@ def operation_name(sql: str) -> str:
     return found.group(1).upper() if found else ""
 
 
-def _server_attributes(conn: Any) -> dict[str, Any]:
-    # aiomysql's connection has host, port and db; asyncmy's keeps them as _host, _port and _db (bytes once
-    # the handshake sent it).
+def _namespace(conn: Any) -> str | None:
+    # aiomysql's connection has db; asyncmy's keeps it as _db (bytes once the handshake sent it).
     db = conn.db if hasattr(conn, "db") else conn._db
     if isinstance(db, bytes):
         db = db.decode(conn._encoding)
+    return db or None
+
+
+def _server_attributes(conn: Any, namespace: str | None) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "db.system.name": "mariadb" if conn.is_mariadb else "mysql",
         "server.address": conn.host if hasattr(conn, "host") else conn._host,
         "server.port": conn.port if hasattr(conn, "port") else conn._port,
     }
-    if db:
-        attributes["db.namespace"] = db
+    if namespace:
+        attributes["db.namespace"] = namespace
     return attributes
 
 
@@ -158,38 +161,46 @@ def traced_classes(
     client = trace.SpanKind.CLIENT
     record_text = options.trace_statements
 
+    # Attributes are computed only for a span that records: with the API alone (no SDK provider), or a span
+    # sampled out, a statement costs the span's start and end and nothing else.
     class TracedConnection(connection_class):  # type: ignore[misc]
         async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
             text = sql if isinstance(sql, str) else sql.decode(self._encoding, "surrogateescape")
             operation = operation_name(text)
-            attributes = _server_attributes(self)
-            if operation:
-                attributes["db.operation.name"] = operation
-            if record_text:
-                # The mode the session is in now, as the server reported it with its last answer.
-                escapes_off = bool(self.server_status & NO_BACKSLASH_ESCAPES)
-                attributes["db.query.text"] = sanitize(text, no_backslash_escapes=escapes_off)
-            db = attributes.get("db.namespace")
-            name = f"{operation} {db}" if operation and db else operation or str(db or "mysql")
-            with tracer.start_as_current_span(name, kind=client, attributes=attributes) as span:
+            db = _namespace(self)
+            name = f"{operation} {db}" if operation and db else operation or db or "mysql"
+            with tracer.start_as_current_span(name, kind=client) as span:
+                if span.is_recording():
+                    attributes = _server_attributes(self, db)
+                    if operation:
+                        attributes["db.operation.name"] = operation
+                    if record_text:
+                        # The mode the session is in now, as the server reported it with its last answer.
+                        escapes_off = bool(self.server_status & NO_BACKSLASH_ESCAPES)
+                        attributes["db.query.text"] = sanitize(text, no_backslash_escapes=escapes_off)
+                    span.set_attributes(attributes)
                 try:
                     rows: int = await super().query(sql, unbuffered)
                     return rows
                 except BaseException as exc:
-                    span.set_attribute("error.type", type(exc).__qualname__)
-                    code = error_code(exc)
-                    if code:
-                        span.set_attribute("db.response.status_code", str(code))
+                    if span.is_recording():
+                        span.set_attribute("error.type", type(exc).__qualname__)
+                        code = error_code(exc)
+                        if code:
+                            span.set_attribute("db.response.status_code", str(code))
                     raise
 
     class TracedAcquire(acquire_context):  # type: ignore[misc, valid-type]
         __slots__ = ()
 
         async def _traced(self, acquiring: Coroutine[Any, Any, Conn]) -> Conn:
-            attributes = {"db.client.connection.pool.name": self._pool.name}
-            with tracer.start_as_current_span("acquire", kind=client, attributes=attributes) as span:
+            with tracer.start_as_current_span("acquire", kind=client) as span:
+                recording = span.is_recording()
+                if recording:
+                    span.set_attribute("db.client.connection.pool.name", self._pool.name)
                 conn = await acquiring
-                span.set_attributes(_server_attributes(conn))
+                if recording:
+                    span.set_attributes(_server_attributes(conn, _namespace(conn)))
                 return conn
 
         def _open(self) -> Coroutine[Any, Any, Conn]:
