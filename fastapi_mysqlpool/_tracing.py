@@ -41,14 +41,15 @@ NO_BACKSLASH_ESCAPES = 0x0200
 
 
 def _scanner(backslash_escapes: bool, ansi_quotes: bool) -> re.Pattern[str]:
-    """The tokens of one reading of the SQL text: what is kept, what is a literal, what is a comment.
-
-    Tried in order at each position, so that a quote inside a comment or an identifier starts nothing and
-    digits inside a word (``t1``, ``1st``) are part of the word, never a number."""
+    """The tokens of one reading of the SQL text that matter: literals, comments, and backtick identifiers
+    (kept, and matched so that a quote inside one starts nothing). A number counts only where no identifier
+    character precedes it, so that digits inside a word (``t1``) stay."""
     plain, escaped = (r"\\", r"|\\.") if backslash_escapes else ("", "")
     single = rf"'(?:[^'{plain}]|''{escaped})*'"
     double = r'"(?:[^"]|"")*"' if ansi_quotes else rf'"(?:[^"{plain}]|""{escaped})*"'
     return re.compile(
+        # Only where a token can start: the engine skips every other position with one character test.
+        r"(?=['\"`#/\-\d.])(?:"
         # Comments, dropped: a value may hide there too. Executable comments and optimizer hints hold SQL,
         # so only their opener is kept and what follows is read as SQL.
         r"(?P<comment>/\*(?!M?!|\+).*?(?:\*/|\Z)|#[^\n]*|--(?:\s|\Z)[^\n]*)"
@@ -56,11 +57,12 @@ def _scanner(backslash_escapes: bool, ansi_quotes: bool) -> re.Pattern[str]:
         # Strings (a double-quoted run is a literal, or under ANSI_QUOTES an identifier, hidden too: see
         # `sanitize`), hex and bit literals, numbers (a leading sign stays: it is an operator).
         rf"|(?P<literal>{single}|{double}"
-        r"|0[xX][0-9a-fA-F]+(?![\w$])|0[bB][01]+(?![\w$])"
-        r"|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![\w$])"
+        # A number with a point or an exponent ends there (MariaDB reads ``12.5from`` as 12.5 FROM); digits alone,
+        # or a hex or bit literal, followed by a letter are an identifier (``123abc``).
+        r"|(?<![\w$])(?:(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)"
+        r"|(?<![\w$])(?:0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)(?![\w$])"
         # An unterminated quote: the server reads the rest as the literal (or fails); none of it is shown.
-        r"|['\"`].*)"
-        r"|(?P<word>[\w$]+)",
+        r"|['\"`].*))",
         re.DOTALL,
     )
 

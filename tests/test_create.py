@@ -33,7 +33,7 @@ async def test_create_pool_can_be_awaited_scheduled_gathered_or_entered(mysql_ds
     assert pool.closed
 
 
-async def test_a_cancelled_opening_task_leaves_nothing_open(mysql_dsn: str) -> None:
+async def test_an_opening_task_can_be_cancelled(mysql_dsn: str) -> None:
     task = asyncio.create_task(mp.create_pool(dsn=mysql_dsn, minsize=1))
     await asyncio.sleep(0)
     task.cancel()

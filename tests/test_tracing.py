@@ -118,6 +118,8 @@ _INLINE: dict[str, list[tuple[str, tuple[Any, ...] | None]]] = {
 _ANY_MODE: list[tuple[str, tuple[Any, ...] | None]] = [
     ("SELECT X'5345435245542D3131', 0x5345435245542D3132", (b"SECRET-11", b"SECRET-12")),
     ("SELECT b'0101001101000101', 918273645, -987654321, .31415e5", (b"SE", 918273645, -987654321, 31415.0)),
+    ("SELECT 918273645.5from DUAL", (decimal.Decimal("918273645.5"),)),  # a number, then FROM
+    ("SELECT 31415e2x FROM (SELECT 1 AS x) AS t", (3141500.0,)),  # a number, then its alias
     ("SELECT 1 /* SECRET-13 */, 2 -- SECRET-14\n", (1, 2)),
     ("SELECT 1 # SECRET-15", (1,)),
     ("SELECT _utf8mb4'SECRET-16' AS `alias'x`", ("SECRET-16",)),
