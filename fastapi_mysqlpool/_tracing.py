@@ -3,7 +3,8 @@
 Spans follow the database semantic conventions: ``db.system.name`` (``mariadb`` or ``mysql``, from
 the server's handshake), ``db.operation.name`` (the statement's first keyword), ``db.namespace``
 (the database), ``server.address`` and ``server.port``; a failed statement adds ``error.type`` and
-``db.response.status_code``. The statement text (``db.query.text``) is opt-in with
+``db.response.status_code``, and its status is an error naming the two, never the server's message,
+which quotes the statement's values. The statement text (``db.query.text``) is opt-in with
 ``trace_statements=True``, and even then every literal in it is replaced by ``?`` and every
 comment removed: both drivers interpolate parameters into the text on the client, so that is the only
 way their values can never reach a span. The text is read as the server reads it, in the session's
@@ -152,6 +153,23 @@ def _server_attributes(conn: Any, namespace: str | None) -> dict[str, Any]:
     return attributes
 
 
+# OpenTelemetry would record a failure's message, as an exception event and as the status description. A server's
+# message quotes the statement and its values ("Duplicate entry 'alice@example.com' for key 'email'", "... near
+# ''secret'' at line 1"), so a failure records its type and error code only (`_failed`).
+_QUIET = {"record_exception": False, "set_status_on_exception": False}
+
+
+def _failed(span: Any, exc: BaseException, error: Any) -> None:
+    if not span.is_recording():
+        return
+    kind = type(exc).__qualname__
+    code = error_code(exc)
+    span.set_attribute("error.type", kind)
+    if code:
+        span.set_attribute("db.response.status_code", str(code))
+    span.set_status(error, f"{kind} {code}" if code else kind)
+
+
 def traced_classes(
     options: PoolOptions, acquire_context: type[_AcquireContext], connection_class: type[Any]
 ) -> tuple[type[Any], type[_AcquireContext]]:
@@ -161,6 +179,7 @@ def traced_classes(
 
     tracer = trace.get_tracer("fastapi_mysqlpool", __version__)
     client = trace.SpanKind.CLIENT
+    error = trace.StatusCode.ERROR
     record_text = options.trace_statements
 
     # Attributes are computed only for a span that records: with the API alone (no SDK provider), or a span
@@ -171,7 +190,7 @@ def traced_classes(
             operation = operation_name(text)
             db = _namespace(self)
             name = f"{operation} {db}" if operation and db else operation or db or "mysql"
-            with tracer.start_as_current_span(name, kind=client) as span:
+            with tracer.start_as_current_span(name, kind=client, **_QUIET) as span:
                 if span.is_recording():
                     attributes = _server_attributes(self, db)
                     if operation:
@@ -185,22 +204,22 @@ def traced_classes(
                     rows: int = await super().query(sql, unbuffered)
                     return rows
                 except BaseException as exc:
-                    if span.is_recording():
-                        span.set_attribute("error.type", type(exc).__qualname__)
-                        code = error_code(exc)
-                        if code:
-                            span.set_attribute("db.response.status_code", str(code))
+                    _failed(span, exc, error)
                     raise
 
     class TracedAcquire(acquire_context):  # type: ignore[misc, valid-type]
         __slots__ = ()
 
         async def _traced(self, acquiring: Coroutine[Any, Any, Conn]) -> Conn:
-            with tracer.start_as_current_span("acquire", kind=client) as span:
+            with tracer.start_as_current_span("acquire", kind=client, **_QUIET) as span:
                 recording = span.is_recording()
                 if recording:
                     span.set_attribute("db.client.connection.pool.name", self._pool.name)
-                conn = await acquiring
+                try:
+                    conn = await acquiring
+                except BaseException as exc:
+                    _failed(span, exc, error)
+                    raise
                 if recording:
                     span.set_attributes(_server_attributes(conn, _namespace(conn)))
                 return conn

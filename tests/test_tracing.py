@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from fastapi_mysqlpool._tracing import operation_name, sanitize
 from tests._drivers import db_errors
-from tests.conftest import PoolFactory
+from tests.conftest import PoolFactory, query
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -33,11 +33,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def _exported(spans: InMemorySpanExporter) -> str:
-    """Everything the spans would export: names and attribute values, one text."""
+    """Everything the spans would export: names, attributes, events and status, one text."""
     parts = []
     for span in spans.get_finished_spans():
-        parts.append(span.name)
+        parts += [span.name, str(span.status.description)]
         parts.extend(f"{key}={value}" for key, value in (span.attributes or {}).items())
+        for event in span.events:
+            parts.append(event.name)
+            parts.extend(f"{key}={value}" for key, value in (event.attributes or {}).items())
     return "\n".join(parts)
 
 
@@ -178,6 +181,25 @@ async def test_a_failed_statement_records_its_error(
     assert failed.status.status_code == trace.StatusCode.ERROR
     assert failed.attributes["error.type"] == "ProgrammingError"
     assert failed.attributes["db.response.status_code"] == "1064"
+
+
+async def test_a_failure_never_records_the_servers_message_which_quotes_values(
+    driver: str, make_pool: PoolFactory, spans: InMemorySpanExporter, admin: Any, mysql_server: Any
+) -> None:
+    table = f"`{mysql_server.db}`.traced_unique"
+    query(admin, f"CREATE OR REPLACE TABLE {table} (email VARCHAR(64) PRIMARY KEY)")
+    pool = await make_pool(minsize=1, tracing=True, trace_statements=True)
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("INSERT INTO traced_unique VALUES (%s)", ("SECRET-dup@example.com",))
+        with pytest.raises(db_errors.IntegrityError, match=r"SECRET-dup@example\.com"):  # the server quotes it
+            await cur.execute("INSERT INTO traced_unique VALUES (%s)", ("SECRET-dup@example.com",))
+        with pytest.raises(db_errors.ProgrammingError, match="SECRET-near"):
+            await cur.execute("SELECT %s FROM %s", ("x", "SECRET-near"))
+        await conn.rollback()
+    (duplicate,) = [s for s in spans.get_finished_spans() if s.attributes.get("db.response.status_code") == "1062"]
+    assert duplicate.status.status_code == trace.StatusCode.ERROR
+    assert duplicate.status.description == "IntegrityError 1062"
+    assert "SECRET" not in _exported(spans)
 
 
 async def test_no_spans_without_tracing(driver: str, make_pool: PoolFactory, spans: InMemorySpanExporter) -> None:
