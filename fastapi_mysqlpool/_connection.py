@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 from ._errors import PoolMisuse
 from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
-from ._statement import session_sql, with_limit
+from ._statement import limit_leaves_session, session_sql, with_limit
 
 __all__ = [
     "COM_RESET_CONNECTION",
@@ -197,10 +197,16 @@ class PoolConnection:
 
     async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
         limit = self.statement_limit
-        if limit is not None:
-            raw = sql.encode(self._encoding, "surrogateescape") if isinstance(sql, str) else sql
-            sql = with_limit(raw, limit, self.is_mariadb)
-        affected: int = await super().query(sql, unbuffered)  # type: ignore[misc]  # the driver's
+        if limit is None:
+            affected: int = await super().query(sql, unbuffered)  # type: ignore[misc]  # the driver's
+            return affected
+        raw = sql.encode(self._encoding, "surrogateescape") if isinstance(sql, str) else sql
+        changed = self._session_changed
+        try:
+            affected = await super().query(with_limit(raw, limit, self.is_mariadb), unbuffered)  # type: ignore[misc]
+        finally:
+            if not changed and limit_leaves_session(raw):
+                self._session_changed = False  # the server flags the limit itself, then restores it
         return affected
 
     async def _own_query(self, sql: str) -> None:

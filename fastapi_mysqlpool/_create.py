@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import Any
 
@@ -19,19 +19,27 @@ __all__ = ["create_pool"]
 _HOOK_NAMES = frozenset(f.name for f in dataclasses.fields(Hooks))
 
 
-class _PoolOpener:
-    """What `create_pool` returns: await it for a `Pool`, or use ``async with``."""
+class _PoolOpener(Coroutine[Any, Any, Pool]):
+    """What `create_pool` returns: a coroutine that opens the `Pool`, and an async context manager.
 
-    __slots__ = ("_connect_kwargs", "_hooks", "_options", "_pool")
+    As aiomysql's is: ``await`` it, hand it to ``asyncio.create_task``, ``ensure_future`` or ``gather``,
+    or use ``async with`` (which closes the pool and waits on exit). The coroutine that opens the pool is
+    made on first use, so an opener used only with ``async with`` leaves no coroutine unawaited behind.
+    """
+
+    __slots__ = ("_connect_kwargs", "_coroutine", "_hooks", "_options", "_pool")
 
     def __init__(self, options: PoolOptions, connect_kwargs: dict[str, Any], hooks: Hooks) -> None:
         self._options = options
         self._connect_kwargs = connect_kwargs
         self._hooks = hooks
         self._pool: Pool | None = None
+        self._coroutine: Coroutine[Any, Any, Pool] | None = None
 
-    def __await__(self) -> Generator[Any, None, Pool]:
-        return self._open().__await__()
+    def _opening(self) -> Coroutine[Any, Any, Pool]:
+        if self._coroutine is None:
+            self._coroutine = self._open()
+        return self._coroutine
 
     async def _open(self) -> Pool:
         pool = Pool(self._options, self._connect_kwargs, self._hooks)
@@ -39,8 +47,23 @@ class _PoolOpener:
         self._pool = pool
         return pool
 
+    def send(self, value: Any) -> Any:
+        return self._opening().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._opening().throw(typ)
+        return self._opening().throw(typ, val, tb)
+
+    def close(self) -> None:
+        if self._coroutine is not None:
+            self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, None, Pool]:
+        return self._opening().__await__()
+
     async def __aenter__(self) -> Pool:
-        return await self._open()
+        return await self._opening()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -102,9 +125,6 @@ def create_pool(
     check_sources(connect_kwargs)
     if options.tracing:
         from ._tracing import require_opentelemetry
-
-        if options.driver != "aiomysql":
-            raise ValueError(f"tracing=True is not supported on the {options.driver} driver yet; use driver='aiomysql'")
 
         require_opentelemetry()
     connect_kwargs.setdefault("connect_timeout", options.connect_timeout)

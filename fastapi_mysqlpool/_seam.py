@@ -22,6 +22,8 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Literal, TypeAlias
 
+from ._errors import HookError
+
 __all__ = [
     "DRIVERS",
     "POOL_TASK",
@@ -236,7 +238,11 @@ def is_wrong_host(exc: BaseException) -> bool:
 
 def is_transient_connect_error(exc: BaseException) -> bool:
     """Whether a failed connect is worth retrying: the network or a busy server, not wrong credentials, an
-    unknown database or host, or a certificate that does not verify."""
+    unknown database or host, or a certificate that does not verify. A `HookError` is judged by what the hook
+    ran into: a ``configure`` hook that lost its connection (the server went away) is worth a retry, a hook
+    that failed by its own logic is not."""
+    if isinstance(exc, HookError):
+        return exc.__cause__ is not None and is_transient_connect_error(exc.__cause__)
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):

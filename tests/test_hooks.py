@@ -7,10 +7,12 @@ import logging
 from typing import Any
 
 import aiomysql
+import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
-from tests.conftest import PoolFactory
+from fastapi_mysqlpool._seam import is_transient_connect_error
+from tests.conftest import PoolFactory, query
 
 
 async def _time_zone(conn: aiomysql.Connection) -> str:
@@ -158,3 +160,35 @@ async def test_a_reset_hook_that_hangs_is_bounded_by_reset_timeout(make_pool: Po
         async with pool.acquire():
             pass
     assert pool.stats()["closed_total"]["reset_failed"] >= 1
+
+
+async def test_a_configure_hook_that_loses_its_connection_is_a_transient_connect_error(
+    make_pool: PoolFactory, admin: pymysql.connections.Connection
+) -> None:
+    calls = 0
+
+    async def configure(conn: aiomysql.Connection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            query(admin, f"KILL CONNECTION {conn.thread_id()}")  # the server drops it during the hook
+        async with conn.cursor() as cur:
+            await cur.execute("SET time_zone = '+02:00'")
+
+    # The first connect's hook met a dead connection: retried as any lost connect is, and the open succeeds.
+    pool = await make_pool(minsize=1, maxsize=1, configure=configure, backoff_max=0.05)
+    assert calls == 2 and pool.size == 1
+    stats = pool.stats()
+    assert stats["connect_errors_total"] == 1 and "configure hook" in stats["last_error"]
+    async with pool.acquire() as conn:
+        assert await _time_zone(conn) == "+02:00"
+
+
+def test_a_hook_error_is_classified_by_its_cause() -> None:
+    lost = mp.HookError("configure hook f failed")
+    lost.__cause__ = pymysql.err.OperationalError(2013, "Lost connection to server during query")
+    own = mp.HookError("configure hook f failed")
+    own.__cause__ = RuntimeError("no such zone")
+    assert is_transient_connect_error(lost)
+    assert not is_transient_connect_error(own)
+    assert not is_transient_connect_error(mp.HookError("check hook f rejected the connection"))

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 import fastapi_mysqlpool as mp
-from fastapi_mysqlpool.testing import lifespan_client
+from fastapi_mysqlpool.testing import GaleraCluster, MySQLServer, lifespan_client
+from tests._clusters import app_conn
 from tests.conftest import PoolFactory, query
 
 
@@ -144,3 +145,73 @@ async def test_the_fastapi_dependency_runs_a_transaction_on_the_apps_pool(mysql_
     async with lifespan_client(app) as client:
         assert (await client.post("/bump")).json() == {"v": 1}
         assert (await client.post("/bump")).json() == {"v": 2}
+
+
+async def test_a_lock_wait_timeout_is_rerun_where_the_server_rolled_back_the_whole_transaction() -> None:
+    with MySQLServer(server_args=["--innodb-rollback-on-timeout", "--innodb-lock-wait-timeout=1"]) as server:
+        admin = pymysql.connect(**server.root_connect_kwargs(), autocommit=True)
+        try:
+            assert query(admin, "SELECT @@innodb_rollback_on_timeout") == [(1,)]
+            query(admin, f"CREATE TABLE `{server.db}`.r (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB")
+            query(admin, f"CREATE TABLE `{server.db}`.log (attempt INT PRIMARY KEY) ENGINE=InnoDB")
+            query(admin, f"INSERT INTO `{server.db}`.r VALUES (1, 0)")
+            async with mp.create_pool(dsn=server.dsn, minsize=2, maxsize=2) as pool:
+                attempts = 0
+                async with pool.acquire() as blocker, blocker.cursor() as hold:
+                    await blocker.begin()
+                    await hold.execute("SELECT * FROM r WHERE id = 1 FOR UPDATE")
+
+                    async def update(conn: aiomysql.Connection) -> int:
+                        nonlocal attempts
+                        attempts += 1
+                        async with conn.cursor() as cur:
+                            await cur.execute("INSERT INTO log VALUES (%s)", (attempts,))  # before the wait
+                            if attempts == 2:
+                                await blocker.rollback()  # the blocker lets go before the rerun waits
+                            await cur.execute("UPDATE r SET v = v + 1 WHERE id = 1")  # 1205 after 1 s, once
+                        return attempts
+
+                    assert await pool.run_transaction(update, retries=2) == 2
+            # The first attempt's INSERT went with its whole transaction; the rerun committed once.
+            assert query(admin, f"SELECT attempt FROM `{server.db}`.log") == [(2,)]
+            assert query(admin, f"SELECT v FROM `{server.db}`.r") == [(1,)]
+        finally:
+            admin.close()
+
+
+async def test_a_galera_certification_conflict_is_rerun_and_commits(galera_cluster: GaleraCluster) -> None:
+    cluster = galera_cluster
+    cluster.query(0, "CREATE OR REPLACE TABLE app.retry_galera (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB")
+    cluster.query(0, "INSERT INTO app.retry_galera VALUES (1, 0)")
+    cluster.wait_synced()
+
+    def conflicts() -> int:
+        rows = cluster.query(
+            0,
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_cert_failures', 'wsrep_local_bf_aborts')",
+        )
+        return sum(int(row["Value"]) for row in rows)
+
+    before = conflicts()
+    attempts = 0
+    async with mp.create_pool(dsn=cluster.nodes[0].dsn, minsize=1, maxsize=1) as pool:
+
+        async def bump(conn: aiomysql.Connection) -> int:
+            nonlocal attempts
+            attempts += 1
+            async with conn.cursor() as cur:
+                await cur.execute("UPDATE retry_galera SET v = v + 1 WHERE id = 1")
+                if attempts == 1:
+                    # Another node writes the same row and commits first: this node's transaction loses
+                    # certification (or is aborted by the replicated write) and the server answers 1213.
+                    async with app_conn(cluster.nodes[1]) as other, other.cursor() as writer:
+                        await writer.execute("UPDATE app.retry_galera SET v = v + 10 WHERE id = 1")
+                    await asyncio.sleep(0.2)
+                await cur.execute("SELECT v FROM retry_galera WHERE id = 1")
+                (value,) = await cur.fetchone()
+            return int(value)
+
+        assert await pool.run_transaction(bump, retries=3) == 11
+    assert attempts == 2 and conflicts() > before  # the server counted the conflict as a wsrep one
+    cluster.wait_synced()
+    assert [cluster.query(i, "SELECT v FROM app.retry_galera")[0]["v"] for i in range(3)] == [11, 11, 11]

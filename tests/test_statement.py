@@ -135,3 +135,86 @@ async def test_fastapi_answers_a_stopped_statement_with_504(mysql_dsn: str) -> N
         assert answer.status_code == 504
         assert answer.json() == {"detail": "The database statement took too long and was stopped."}
         assert (await client.get("/fast")).json() == {"one": 1}
+
+
+def _resets(admin: pymysql.connections.Connection) -> int:
+    # MariaDB has no Com_reset_connection: it counts COM_RESET_CONNECTION (and COM_PING, off in these pools)
+    # in Com_admin_commands.
+    ((_, value),) = query(admin, "SHOW GLOBAL STATUS LIKE 'Com_admin_commands'")
+    return int(value)
+
+
+async def test_a_per_acquire_limit_costs_no_reset_at_release(
+    make_pool: PoolFactory, admin: pymysql.connections.Connection
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, pre_ping=False)
+    before = _resets(admin)
+    for _ in range(10):
+        async with pool.acquire(max_statement_time=5) as conn, conn.cursor() as cur:
+            await cur.execute("SELECT @@max_statement_time")  # answered with an EOF packet
+            assert float((await cur.fetchone())[0]) == 5.0
+            await cur.execute("DO 1")  # answered with an OK packet naming max_statement_time
+    # The server flagged every statement as a session change; none of them was, and none cost a reset.
+    assert _resets(admin) == before
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT @@max_statement_time")
+        assert float((await cur.fetchone())[0]) == 0.0
+
+
+@pytest.mark.parametrize("per_acquire", [None, 5.0])
+async def test_a_session_max_statement_time_set_by_the_user_is_still_reset(
+    make_pool: PoolFactory, admin: pymysql.connections.Connection, per_acquire: float | None
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, pre_ping=False)
+    before = _resets(admin)
+    async with pool.acquire(max_statement_time=per_acquire) as conn, conn.cursor() as cur:
+        # The same value the limit gives, so the server's report is the same as for the limit alone.
+        await cur.execute("SET SESSION max_statement_time = 5")
+        thread_id = conn.thread_id()
+    assert _resets(admin) == before + 1
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        assert conn.thread_id() == thread_id
+        await cur.execute("SELECT @@max_statement_time")
+        assert float((await cur.fetchone())[0]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("change", "probe", "fresh"),
+    [
+        ("SET @marker = 'left behind'", "SELECT @marker", None),
+        # The second CREATE fails (1050) if the first one's table reached the next acquirer.
+        ("CREATE TEMPORARY TABLE left_behind (a INT)", "CREATE TEMPORARY TABLE left_behind (a INT)", None),
+        ("SELECT @marker := 'left behind'", "SELECT @marker", None),  # a change the server does not report
+    ],
+)
+async def test_what_a_statement_under_a_per_acquire_limit_changes_is_still_reset(
+    make_pool: PoolFactory, change: str, probe: str, fresh: object
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire(max_statement_time=5) as conn, conn.cursor() as cur:
+        await cur.execute(change)
+        thread_id = conn.thread_id()
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        assert conn.thread_id() == thread_id
+        await cur.execute(probe)
+        row = await cur.fetchone()
+        assert (row[0] if row else None) == fresh
+
+
+async def test_a_limit_below_the_servers_resolution_is_rounded_up_not_to_unlimited(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire(max_statement_time=1e-9) as conn, conn.cursor() as cur:
+        # Written as 0 the limit would be none at all, and the SLEEP would run its full second and answer 0.
+        # Stopped at 1 µs, MariaDB answers 1969, or (when the timer fires before the statement has really
+        # begun) lets SLEEP answer 1, "interrupted".
+        answer: object
+        try:
+            await cur.execute("SELECT SLEEP(1)")
+            answer = await cur.fetchone()
+        except pymysql.err.OperationalError as exc:
+            answer = "stopped" if mp.is_statement_timeout(exc) else exc
+        assert answer in ("stopped", (1,))
+    assert session_sql(4e-7, mariadb=True) == "SET SESSION max_statement_time=0.000001"
+    assert session_sql(1e-5, mariadb=False) == "SET SESSION max_execution_time=1"
+    assert with_limit(b"SELECT 1", 1e-9, mariadb=False) == b"SELECT /*+ MAX_EXECUTION_TIME(1) */ 1"
+    assert session_sql(0, mariadb=True) == "SET SESSION max_statement_time=0.000000"

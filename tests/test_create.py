@@ -1,0 +1,49 @@
+"""``create_pool``'s result is a real coroutine, as aiomysql's is: awaitable, a task, and an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import gc
+
+import pytest
+
+import fastapi_mysqlpool as mp
+
+
+async def test_create_pool_can_be_awaited_scheduled_gathered_or_entered(mysql_dsn: str) -> None:
+    opener = mp.create_pool(dsn=mysql_dsn, minsize=1, maxsize=2)
+    assert isinstance(opener, collections.abc.Coroutine) and asyncio.iscoroutine(opener)
+    pools = [
+        await asyncio.create_task(opener),
+        await asyncio.ensure_future(mp.create_pool(dsn=mysql_dsn, minsize=1)),
+        *await asyncio.gather(mp.create_pool(dsn=mysql_dsn, minsize=1)),
+    ]
+    try:
+        for pool in pools:
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+    finally:
+        for pool in pools:
+            pool.close()
+            await pool.wait_closed()
+    async with mp.create_pool(dsn=mysql_dsn, minsize=1) as pool:
+        assert pool.size == 1
+    assert pool.closed
+
+
+async def test_an_opening_task_can_be_cancelled(mysql_dsn: str) -> None:
+    task = asyncio.create_task(mp.create_pool(dsn=mysql_dsn, minsize=1))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_an_opener_never_used_leaves_no_coroutine_unawaited(mysql_dsn: str) -> None:
+    # Warnings are errors here: a coroutine made and never awaited would fail the test when it is collected.
+    opener = mp.create_pool(dsn=mysql_dsn)
+    opener.close()
+    del opener
+    gc.collect()
