@@ -52,6 +52,7 @@ from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 from ._errors import PoolMisuse
+from ._read_timeout import read_timeout_reason, read_wait
 from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import session_sql, with_limit
@@ -175,6 +176,8 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     max_statement_time = 0.0
     #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
     statement_limit: float | None = None
+    #: Seconds one wait for the server's bytes may last before the connection is given up (2013); 0: no bound.
+    read_timeout = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -275,15 +278,18 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
             self._waiting = True
+            timer = self._arm_read_timer() if self.read_timeout else None
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
                 self._close_on_cancel()
                 raise
             except Exception:
-                break  # the stream failed: aiomysql's path reports it
+                break  # the stream failed (or the read timer failed it): aiomysql's path reports it
             finally:
                 self._waiting = False
+                if timer is not None:
+                    timer.cancel()
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -292,11 +298,34 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         self._waiting = True
+        timer = self._arm_read_timer() if self.read_timeout else None
         try:
             waited: MysqlPacket = await super()._read_packet(packet_type)
         finally:
             self._waiting = False
+            if timer is not None:
+                timer.cancel()
         return waited
+
+    def _arm_read_timer(self) -> asyncio.TimerHandle:
+        """The timer that gives the connection up when the server sends nothing for `read_timeout` seconds."""
+        timeout = read_wait(self.read_timeout, self.statement_limit or self.max_statement_time)
+        timer: asyncio.TimerHandle = self._loop.call_later(timeout, self._read_timed_out, timeout)
+        return timer
+
+    def _read_timed_out(self, timeout: float) -> None:
+        # The waiting read wakes with the error; the socket closes without I/O (nothing may be sent into a
+        # stream whose answer is still due), and the host is re-checked: a paused or cut-off server looks so.
+        self._broken = self.wrong_host = True
+        reason = read_timeout_reason(timeout, self._host, self._port)
+        error = pymysql.err.OperationalError(
+            CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({reason})"
+        )
+        reader, writer = self._reader, self._writer
+        if reader is not None and reader.exception() is None:
+            reader.set_exception(error)
+        if writer is not None:
+            writer.transport.abort()
 
     def _session_assignments(self) -> list[str]:
         """What the pool sets per session beyond aiomysql's arguments: the trackers and the statement timeout."""

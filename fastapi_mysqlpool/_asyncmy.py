@@ -38,7 +38,8 @@ from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
-from ._seam import Driver, ErrorFamily, is_disconnect
+from ._read_timeout import read_timeout_reason, read_wait
+from ._seam import Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._statement import session_sql, with_limit
 
 __all__ = ["DRIVER", "AsyncmyDriver", "Connection", "is_clean", "session_dirty"]
@@ -80,6 +81,11 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
     max_statement_time = 0.0
     #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
     statement_limit: float | None = None
+    #: Seconds one wait for the server's bytes may last before the connection is given up (2013); 0: no bound.
+    read_timeout = 0.0
+    #: A server error said its host changed role or left the cluster (`is_wrong_host`), or a read timed out:
+    #: discarded, host re-checked.
+    wrong_host = False
 
     def __init__(self, *, password: Any = "", **kwargs: Any) -> None:
         if isinstance(password, str):
@@ -128,6 +134,37 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
     def _failed(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception) or is_disconnect(exc):
             self._broken = True
+        elif is_wrong_host(exc):
+            self._broken = self.wrong_host = True
+
+    def _fill_buffer(self, need: int) -> Any:
+        # Every wait for the server's bytes goes through here; without a read timeout, asyncmy's own
+        # coroutine is handed back as it is (no frame of ours on the path).
+        if not self.read_timeout:
+            return super()._fill_buffer(need)
+        return self._fill_bounded(need)
+
+    async def _fill_bounded(self, need: int) -> None:
+        timeout = read_wait(self.read_timeout, self.statement_limit or self.max_statement_time)
+        timer = self._loop.call_later(timeout, self._read_timed_out, timeout)
+        try:
+            await super()._fill_buffer(need)
+        finally:
+            timer.cancel()
+
+    def _read_timed_out(self, timeout: float) -> None:
+        # asyncmy's wait sees the stream's error and raises 2013 with its text; the socket closes without I/O
+        # (nothing may be sent into a stream whose answer is still due), and the host is re-checked.
+        self._broken = self.wrong_host = True
+        proto = self._proto
+        if proto is not None and proto.exc is None:
+            proto.exc = TimeoutError(read_timeout_reason(timeout, self._host, self._port))
+            waiter = proto._read_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
 
     async def _execute_command(self, command: int, sql: Any) -> None:
         try:

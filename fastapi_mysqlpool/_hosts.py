@@ -216,6 +216,7 @@ class HostSet:
         """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``."""
         if not self.routing:
             conn = await asyncio.wait_for(opener.open(statement_time, opened), timeout)
+            conn.read_timeout = self._options.read_timeout
             if self.limits is None:
                 await self._first_probe(conn, timeout)
             host = self.hosts[0]
@@ -275,6 +276,7 @@ class HostSet:
         self, opener: ConnectionOpener, statement_time: float, host: Host, opened: list[Any]
     ) -> tuple[aiomysql.Connection, ServerRole]:
         conn = await opener.open(statement_time, opened, (host.host, host.port))
+        conn.read_timeout = self._options.read_timeout
         try:
             return conn, await probe_role(_query_on(self._driver, conn), self._driver.server_version(conn))
         except BaseException:

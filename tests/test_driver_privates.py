@@ -47,6 +47,7 @@ PRIVATES: list[tuple[Any, str, str]] = [
     (asyncmy.Connection, "_read_query_result", COROUTINE),
     (asyncmy.Connection, "_send_autocommit_mode", COROUTINE),
     (asyncmy.Connection, "ensure_closed", COROUTINE),
+    (asyncmy.Connection, "_fill_buffer", COROUTINE),  # every wait for bytes: the read timeout's seam
     (AsyncmyResult, "_check_packet_is_eof", METHOD),
     (AsyncmyResult, "init_unbuffered_query", COROUTINE),
     (AsyncmyResult, "read", COROUTINE),
@@ -70,5 +71,5 @@ def test_asyncmy_connection_state_attributes_are_public_on_the_compiled_base() -
     # Read by is_clean and session_dirty: declared `public` on asyncmy's compiled _ConnectionState.
     for name in ("_proto", "_transport", "_result", "_connected", "server_status", "_next_seq_id", "_stmt_cache"):
         assert hasattr(asyncmy.connection._ConnectionState, name), name
-    for name in ("buffer", "length", "pos", "eof", "exc"):
+    for name in ("buffer", "length", "pos", "eof", "exc", "_read_waiter"):
         assert hasattr(asyncmy.connection._ProtocolState, name), name
