@@ -58,7 +58,9 @@ def notes_table(rs: ReplicaSet) -> None:
     rs.sync()
 
 
-async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(replica_set: ReplicaSet) -> None:
+async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(
+    driver: str, replica_set: ReplicaSet
+) -> None:
     notes_table(replica_set)
     app, _ = replica_app(_primary_dsn(replica_set), replicas=replica_set.replicas_dsn, maxsize=2)
     replica_ports = {node.port for node in replica_set.replicas}
@@ -77,7 +79,7 @@ async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(re
     replica_set.query(replica_set.primary_index, f"DELETE FROM {replica_set.db}.notes")
 
 
-async def test_a_gtid_token_makes_the_next_read_see_the_write(private_replica_set: ReplicaSet) -> None:
+async def test_a_gtid_token_makes_the_next_read_see_the_write(driver: str, private_replica_set: ReplicaSet) -> None:
     rs = private_replica_set
     notes_table(rs)
     ryw = mp.ReadYourWrites(header="X-Read-After", wait=0.5)
@@ -101,6 +103,7 @@ async def test_a_gtid_token_makes_the_next_read_see_the_write(private_replica_se
 
 
 async def test_a_demoted_primary_answers_503_with_retry_after_then_writes_succeed(
+    driver: str,
     private_replica_set: ReplicaSet,
 ) -> None:
     rs = private_replica_set
@@ -122,7 +125,9 @@ async def test_a_demoted_primary_answers_503_with_retry_after_then_writes_succee
         assert statuses[-1] == 200 and 500 not in statuses
 
 
-async def test_health_fails_only_when_no_galera_node_can_serve(private_galera_cluster: GaleraCluster) -> None:
+async def test_health_fails_only_when_no_galera_node_can_serve(
+    driver: str, private_galera_cluster: GaleraCluster
+) -> None:
     gc = private_galera_cluster
     lifespan = mp.mysql_lifespan(gc.dsn, maxsize=2, host_check_interval=0.2, connect_timeout=1)
     app = FastAPI(lifespan=lifespan)
