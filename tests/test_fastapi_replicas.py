@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Response
 
 import fastapi_mysqlpool as mp
@@ -150,3 +152,20 @@ async def test_health_fails_only_when_no_galera_node_can_serve(
         hosts = body["checks"]["default:responseTime"][0]["hosts"]
         assert {h["host"] for h in hosts} == {f"127.0.0.1:{n.port}" for n in gc.nodes}
         assert gc.password not in str(body)
+
+
+async def test_a_token_the_replica_cannot_wait_for_reads_on_the_primary_not_a_500(
+    driver: str, replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes_table(replica_set)
+    ryw = mp.ReadYourWrites(header="X-Read-After", wait=0.5)
+    app, _ = replica_app(_primary_dsn(replica_set), replicas=replica_set.replicas_dsn, read_your_writes=ryw)
+    async with serve(app) as client:
+        # Shaped like a GTID list, but a domain id past 2^32: MariaDB refuses to parse it (1941).
+        with caplog.at_level(logging.WARNING, logger="fastapi_mysqlpool"):
+            answer = await client.get("/read", headers={"X-Read-After": "9999999999-1-1"})
+        assert answer.status_code == 200 and answer.json()["port"] == replica_set.primary.port
+        assert [r for r in caplog.records if getattr(r, "event", None) == "gtid_wait_failed"]
+        # Not a GTID list at all: ignored, the read goes to a replica as without a token.
+        answer = await client.get("/read", headers={"X-Read-After": "x'); DO SLEEP(5) -- "})
+        assert answer.status_code == 200 and answer.json()["port"] != replica_set.primary.port
