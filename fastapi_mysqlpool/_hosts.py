@@ -178,8 +178,29 @@ class HostSet:
 
     @property
     def serving(self) -> bool:
-        """Whether, as far as the pool knows, some host can serve its role (or fall back)."""
-        return any(h.role is not None and (self._serves(h.role) or self._fallback(h.role)) for h in self.hosts)
+        """False once the pool knows that no host can serve its role (nor fall back): every host is down, or was
+        probed and does not serve. A host not learnt yet might serve, so it counts as serving."""
+        for host in self.hosts:
+            if host.state == "down":
+                continue
+            if host.role is None or self._serves(host.role) or self._fallback(host.role):
+                return True
+        return False
+
+    async def verify(self, conn: aiomysql.Connection) -> str | None:
+        """Probe the host of ``conn`` on it now (one or two round trips); None when the host still serves what
+        ``conn`` was handed out for, else why not. The host's record is updated either way, so that the release
+        retires ``conn`` and new connections go elsewhere; the other hosts are probed at the next tick."""
+        found = self._of.get(conn)
+        role = await probe_role(_query_on(self._driver, conn), self._driver.server_version(conn))
+        if found is None or not self.routing:
+            return None
+        host, fallback = found
+        self._judge(host, role, time.monotonic())
+        if self._serves(role) or (fallback and self._fallback(role)):
+            return None
+        self._next_probe = 0.0
+        return f"{host.address} can no longer serve role {self.role!r} ({host.state}, {role.role})"
 
     def candidates(self, now: float) -> list[tuple[Host, bool]]:
         """The hosts to try, best first, each with whether it would only be a fallback."""

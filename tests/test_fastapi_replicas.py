@@ -169,3 +169,32 @@ async def test_a_token_the_replica_cannot_wait_for_reads_on_the_primary_not_a_50
         # Not a GTID list at all: ignored, the read goes to a replica as without a token.
         answer = await client.get("/read", headers={"X-Read-After": "x'); DO SLEEP(5) -- "})
         assert answer.status_code == 200 and answer.json()["port"] != replica_set.primary.port
+
+
+async def test_health_fails_when_no_host_can_write_though_select_1_still_answers(
+    driver: str, replica_set: ReplicaSet
+) -> None:
+    rs = replica_set
+    # No probe between the change and the check: only the health check itself can find it out.
+    lifespan = mp.mysql_lifespan(rs.dsn, minsize=2, maxsize=2, host_check_interval=600)
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(mp.pool_router)
+    async with serve(app) as client:
+        assert (await client.get("/pool/health")).json()["status"] == "pass"
+        rs.query(rs.primary_index, "SET GLOBAL read_only = ON")  # every host is read-only now
+        try:
+            response = await client.get("/pool/health")
+        finally:
+            rs.query(rs.primary_index, "SET GLOBAL read_only = OFF")
+        body = response.json()
+        assert response.status_code == 503 and body["status"] == "fail"
+        (check,) = body["checks"]["default:responseTime"]
+        assert "no host can serve role 'primary'" in check["output"]
+        primary = {h["host"]: h for h in check["hosts"]}[f"127.0.0.1:{rs.primary.port}"]
+        assert primary["role"] == "replica"
+        assert rs.password not in str(body)
+        # Once it accepts writes again, the next probe finds it and health passes.
+        deadline = time.monotonic() + PATIENCE
+        while (await client.get("/pool/health")).status_code != 200:
+            assert time.monotonic() < deadline, "health did not pass again"
+            await asyncio.sleep(0.1)
