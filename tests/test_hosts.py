@@ -15,6 +15,7 @@ from fastapi_mysqlpool._hosts import parse_hosts
 from fastapi_mysqlpool.testing import GaleraCluster, ReplicaSet
 from tests._clusters import scalar
 from tests._drivers import db_errors
+from tests._proxy import FaultProxy
 
 # Bounds a wait for something that must happen; never a measure of speed.
 PATIENCE = 30.0
@@ -228,3 +229,45 @@ async def test_the_workers_option_beats_detection_and_a_fitting_pool_is_quiet(
             limits = pool.stats()["limits"]
     assert limits["workers"] == 2 and limits["workers_source"] == "the workers option"
     assert not [r for r in caplog.records if getattr(r, "event", None) == "capacity"]
+
+
+async def test_a_replica_that_stopped_answering_is_tried_last_until_it_is_probed(
+    driver: str, replica_set: ReplicaSet
+) -> None:
+    rs = replica_set
+    silent, other = rs.replicas
+    with FaultProxy(silent.host, silent.port) as proxy:
+        hosts = [(proxy.host, proxy.port), (other.host, other.port)]
+        async with mp.create_pool(
+            dsn=rs.dsn, host=hosts, role="replica", minsize=0, maxsize=2, read_timeout=0.5, connect_timeout=20
+        ) as pool:
+            async with pool.acquire() as conn:  # unknown hosts are learnt in order: the proxied one first
+                assert int(await scalar(conn, "SELECT @@port")) == silent.port
+                proxy.blackhole()
+                with pytest.raises(db_errors.OperationalError, match="read_timeout"):
+                    await scalar(conn, "SELECT 1")
+            # The next connection goes to the replica that answers, not first to the silent one (whose
+            # connect would wait connect_timeout): the silent one waits for its re-check.
+            async with pool.acquire() as conn:
+                assert int(await scalar(conn, "SELECT @@port")) == other.port
+            state = {h["host"]: h["state"] for h in pool.stats()["hosts"]}[f"{proxy.host}:{proxy.port}"]
+            assert state == "recheck"
+
+
+async def test_a_probe_begun_before_a_wrong_host_error_does_not_undo_it(driver: str, replica_set: ReplicaSet) -> None:
+    rs = replica_set
+    with FaultProxy(rs.primary.host, rs.primary.port) as proxy:
+        async with mp.create_pool(
+            dsn=rs.dsn, host=[(proxy.host, proxy.port)], role="any", minsize=0, host_check_interval=600
+        ) as pool:
+            hosts = pool._hosts
+            conn = await pool.acquire()
+            proxy.set_latency(0.5)  # the probe's connect takes a few round trips of 0.5 s each
+            probe = asyncio.create_task(hosts.probe_all(pool._opener, pool._reroute))
+            await asyncio.sleep(0.1)
+            conn.wrong_host = True  # as a 1290 or a read timeout on it marks it
+            await pool.release(conn, discard=True)
+            assert hosts.hosts[0].state == "recheck"
+            await probe
+            # The probe saw the host as it was before the error: its answer is dropped, the re-check stands.
+            assert hosts.hosts[0].state == "recheck" and hosts.hosts[0].role is None
