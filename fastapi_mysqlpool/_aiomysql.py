@@ -52,7 +52,7 @@ from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 from ._errors import PoolMisuse
-from ._read_timeout import read_timeout_reason, read_wait
+from ._read_timeout import ReadWatchdog, read_timeout_reason, read_wait, watchdog
 from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import session_sql, with_limit
@@ -178,6 +178,7 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
     statement_limit: float | None = None
     #: Seconds one wait for the server's bytes may last before the connection is given up (2013); 0: no bound.
     read_timeout = 0.0
+    _watchdog: ReadWatchdog | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -278,18 +279,19 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
             self._waiting = True
-            timer = self._arm_read_timer() if self.read_timeout else None
+            if self.read_timeout:
+                self._watch()
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
                 self._close_on_cancel()
                 raise
             except Exception:
-                break  # the stream failed (or the read timer failed it): aiomysql's path reports it
+                break  # the stream failed (or the read timeout failed it): aiomysql's path reports it
             finally:
                 self._waiting = False
-                if timer is not None:
-                    timer.cancel()
+                if self.read_timeout:
+                    self._unwatch()
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -298,20 +300,25 @@ class Connection(aiomysql.Connection):  # type: ignore[misc]
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         self._waiting = True
-        timer = self._arm_read_timer() if self.read_timeout else None
+        if self.read_timeout:
+            self._watch()
         try:
             waited: MysqlPacket = await super()._read_packet(packet_type)
         finally:
             self._waiting = False
-            if timer is not None:
-                timer.cancel()
+            if self.read_timeout:
+                self._unwatch()
         return waited
 
-    def _arm_read_timer(self) -> asyncio.TimerHandle:
-        """The timer that gives the connection up when the server sends nothing for `read_timeout` seconds."""
-        timeout = read_wait(self.read_timeout, self.statement_limit or self.max_statement_time)
-        timer: asyncio.TimerHandle = self._loop.call_later(timeout, self._read_timed_out, timeout)
-        return timer
+    def _watch(self) -> None:
+        """Give the connection up when the server sends nothing for `read_timeout` seconds (`_read_timeout`)."""
+        if self._watchdog is None:
+            self._watchdog = watchdog(self._loop)
+        self._watchdog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
+
+    def _unwatch(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.unwatch(self)
 
     def _read_timed_out(self, timeout: float) -> None:
         # The waiting read wakes with the error; the socket closes without I/O (nothing may be sent into a

@@ -38,7 +38,7 @@ from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
-from ._read_timeout import read_timeout_reason, read_wait
+from ._read_timeout import ReadWatchdog, read_timeout_reason, read_wait, watchdog
 from ._seam import Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._statement import session_sql, with_limit
 
@@ -83,6 +83,7 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
     statement_limit: float | None = None
     #: Seconds one wait for the server's bytes may last before the connection is given up (2013); 0: no bound.
     read_timeout = 0.0
+    _watchdog: ReadWatchdog | None = None
     #: A server error said its host changed role or left the cluster (`is_wrong_host`), or a read timed out:
     #: discarded, host re-checked.
     wrong_host = False
@@ -145,12 +146,14 @@ class Connection(asyncmy.Connection):  # type: ignore[misc]
         return self._fill_bounded(need)
 
     async def _fill_bounded(self, need: int) -> None:
-        timeout = read_wait(self.read_timeout, self.statement_limit or self.max_statement_time)
-        timer = self._loop.call_later(timeout, self._read_timed_out, timeout)
+        dog = self._watchdog
+        if dog is None:
+            dog = self._watchdog = watchdog(self._loop)
+        dog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
         try:
             await super()._fill_buffer(need)
         finally:
-            timer.cancel()
+            dog.unwatch(self)
 
     def _read_timed_out(self, timeout: float) -> None:
         # asyncmy's wait sees the stream's error and raises 2013 with its text; the socket closes without I/O

@@ -522,6 +522,10 @@ class GaleraCluster(_Cluster):
             f"--wsrep-provider-options={options}",
             "--wsrep-sst-method=rsync",
             f"--wsrep-sst-receive-address=127.0.0.1:{sst}",
+            # Donors in start order, then any (the trailing comma): node 0's write-set cache reaches back to the
+            # cluster's start, so a crashed node rejoins by IST; a later joiner's begins only where it joined,
+            # and a donor that cannot serve the IST sends a full SST instead.
+            f"--wsrep-sst-donor={','.join(f'node{j}' for j in range(len(self._ports)) if j != i)},",
             "--binlog-format=ROW",
             "--default-storage-engine=InnoDB",
             "--innodb-autoinc-lock-mode=2",
@@ -614,10 +618,14 @@ class GaleraCluster(_Cluster):
         self.wait_synced(i)
 
     def isolate(self, i: int) -> None:
-        """Cut node ``i`` off from the others (``gmcast.isolate``): it loses quorum and answers 1047 on tables."""
+        """Cut node ``i`` off from the others (``gmcast.isolate``): it loses quorum and answers 1047 on tables.
+        Returns once it is non-Primary and the others are synced in a view without it."""
         self.query(i, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
         self._isolated.add(i)
         self.wait_status(i, "non-Primary")
+        # The node sees itself alone first; the others drop it only after their suspect timeout.
+        if any(self._alive(j) and j not in self._isolated for j in range(len(self.nodes))):
+            self.wait_synced()
 
     def rejoin(self, i: int) -> None:
         """Undo `isolate()`; returns once node ``i`` is synced again."""
