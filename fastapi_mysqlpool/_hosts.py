@@ -390,7 +390,11 @@ class HostSet:
                 self._record_limits(role)
             await self._driver.quit(conn)
 
-        await asyncio.gather(*(one(host) for host in self.hosts))
+        try:
+            await asyncio.gather(*(one(host) for host in self.hosts))
+        except BaseException:
+            self._next_probe = 0.0  # cut short (a health check's bound): due again at the next tick
+            raise
         on_change()
 
     def start_probe(self, spawn: Callable[..., asyncio.Task[Any]], opener: ConnectionOpener, on_change: Any) -> None:

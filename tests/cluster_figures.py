@@ -197,7 +197,8 @@ async def sizing_worker(dsn: str, maxsize: int, driver: str, start_at: float) ->
 
         async def sample() -> None:
             while True:
-                sizes.append((await client.get("/pool/stats")).json()["pools"]["default"]["size"])
+                stats = (await client.get("/pool/stats")).json()["pools"]["default"]
+                sizes.append(stats["free"] + stats["in_use"])  # open connections, not those being opened
                 await asyncio.sleep(0.1)
 
         sampler = asyncio.create_task(sample())
