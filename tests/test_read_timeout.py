@@ -131,3 +131,21 @@ async def test_a_statement_on_a_paused_galera_node_fails_and_the_next_query_goes
         finally:
             gc.resume(0)
     gc.wait_synced()
+
+
+async def test_each_read_is_cut_at_its_own_bound_whatever_else_waits(
+    driver: str, mysql_server: MySQLServer, proxy: FaultProxy, make_pool: PoolFactory
+) -> None:
+    patient = await make_pool(proxied_dsn(mysql_server, proxy), minsize=1, maxsize=1, read_timeout=NEVER)
+    hasty = await make_pool(proxied_dsn(mysql_server, proxy), minsize=1, maxsize=1, read_timeout=0.5)
+    async with patient.acquire() as slow, hasty.acquire() as quick:
+        proxy.blackhole()
+        # The long bound is watched first; the short one, added later, still ends its read at its own bound.
+        waiting = asyncio.create_task(scalar(slow, "SELECT 1"))
+        await asyncio.sleep(0.1)
+        error = await statement_error(quick, "SELECT 2")
+        assert error.args[0] == LOST and "read_timeout=0.5 s" in error.args[1]
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
