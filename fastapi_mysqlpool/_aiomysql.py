@@ -51,6 +51,7 @@ from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
 from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
+from ._read_timeout import read_timeout_reason, read_wait, watchdog
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = [
@@ -212,15 +213,19 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
                 break
             # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
             self._waiting = asyncio.current_task()
+            if self.read_timeout:
+                self._watch()
             try:
                 await reader._wait_for_data("readexactly")
             except asyncio.CancelledError:
                 self._close_on_cancel()
                 raise
             except Exception:
-                break  # the stream failed: aiomysql's path reports it
+                break  # the stream failed (or the read timeout failed it): aiomysql's path reports it
             finally:
                 self._waiting = None
+                if self.read_timeout:
+                    self._unwatch()
             if self._reader is not reader:
                 # Closed while we waited: what aiomysql's wait reports when its stream ends there.
                 lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
@@ -229,11 +234,39 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
                 ) from lost
         # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
         self._waiting = asyncio.current_task()
+        if self.read_timeout:
+            self._watch()
         try:
             waited: MysqlPacket = await super()._read_packet(packet_type)
         finally:
             self._waiting = None
+            if self.read_timeout:
+                self._unwatch()
         return waited
+
+    def _watch(self) -> None:
+        """Give the connection up when the server sends nothing for `read_timeout` seconds (`_read_timeout`)."""
+        if self._watchdog is None:
+            self._watchdog = watchdog(self._loop)
+        self._watchdog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
+
+    def _unwatch(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.unwatch(self)
+
+    def _read_timed_out(self, timeout: float) -> None:
+        # The waiting read wakes with the error; the socket closes without I/O (nothing may be sent into a
+        # stream whose answer is still due), and the host is re-checked: a paused or cut-off server looks so.
+        self._broken = self.wrong_host = True
+        reason = read_timeout_reason(timeout, self._host, self._port)
+        error = pymysql.err.OperationalError(
+            CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({reason})"
+        )
+        reader, writer = self._reader, self._writer
+        if reader is not None and reader.exception() is None:
+            reader.set_exception(error)
+        if writer is not None:
+            writer.transport.abort()
 
     def _buffered_reader(self) -> Any:
         """The stream reader, when its buffer may be read synchronously; else None."""

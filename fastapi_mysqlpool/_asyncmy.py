@@ -42,6 +42,7 @@ from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STA
 from asyncmy.cursors import Cursor, DictCursor
 
 from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
+from ._read_timeout import read_timeout_reason, read_wait, watchdog
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = ["DRIVER", "AsyncmyDriver", "Connection", "is_clean", "session_dirty"]
@@ -107,11 +108,34 @@ class Connection(PoolConnection, asyncmy.Connection):  # type: ignore[misc]
         await self.apply_session_settings()
 
     async def _fill_buffer(self, need: int) -> None:
+        # Every wait for the server's bytes goes through here: the owner's record, and the read timeout's watch.
         self._waiting = asyncio.current_task()
+        dog = None
+        if self.read_timeout:
+            dog = self._watchdog
+            if dog is None:
+                dog = self._watchdog = watchdog(self._loop)
+            dog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
         try:
             await super()._fill_buffer(need)
         finally:
             self._waiting = None
+            if dog is not None:
+                dog.unwatch(self)
+
+    def _read_timed_out(self, timeout: float) -> None:
+        # asyncmy's wait sees the stream's error and raises 2013 with its text; the socket closes without I/O
+        # (nothing may be sent into a stream whose answer is still due), and the host is re-checked.
+        self._broken = self.wrong_host = True
+        proto = self._proto
+        if proto is not None and proto.exc is None:
+            proto.exc = TimeoutError(read_timeout_reason(timeout, self._host, self._port))
+            waiter = proto._read_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
 
     async def _read_ok_packet(self) -> Any:
         try:

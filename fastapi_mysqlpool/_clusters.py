@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import os
+import random
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +24,7 @@ from urllib.parse import quote
 import pymysql
 import pymysql.cursors
 
-from .testing import MySQLServer, MySQLServerError, _free_port, _preexec, server_binaries
+from .testing import MySQLServer, MySQLServerError, _preexec, server_binaries
 
 __all__ = ["GaleraCluster", "ReplicaSet", "galera_provider"]
 
@@ -37,6 +39,37 @@ _GALERA_HINT = (
     "  Debian/Ubuntu: sudo apt-get install -y galera-4 rsync socat"
 )
 _READ_ONLY = "--read-only"
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _galera_ports(taken: set[int]) -> tuple[int, int, int]:
+    """Three free ports for a node's group communication, IST and SST, below the ephemeral range.
+
+    The kernel hands out ephemeral ports to every outgoing connection (the tests open thousands), so a port
+    probed free there may be some socket's local port by the time a node binds it. Below the range only
+    listeners compete; each port is bound once to check it, and a node that still loses one is started again on
+    new ports (`GaleraCluster.start`).
+    """
+    high = _ephemeral_low() - 1
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = random.randint(max(1024, high - 12000), high)
+        if port in taken or port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    taken.update(ports)
+    return ports[0], ports[1], ports[2]
 
 
 def galera_provider() -> str:
@@ -75,10 +108,18 @@ def _query(node: MySQLServer, *statements: Statement) -> list[dict[str, Any]]:
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Poll ``check`` until it is true. A node that refuses the query for a moment (it restarts, changes view or
+    receives a state transfer) is asked again; only the deadline fails the wait, naming the last error."""
     deadline = time.monotonic() + timeout
-    while not check():
+    last: str = "the condition was false"
+    while True:
+        try:
+            if check():
+                return
+        except pymysql.err.MySQLError as exc:
+            last = f"last error: {exc}"
         if time.monotonic() > deadline:
-            raise MySQLServerError(f"timed out after {timeout:g} s waiting for {what}")
+            raise MySQLServerError(f"timed out after {timeout:g} s waiting for {what} ({last})")
         time.sleep(0.05)
 
 
@@ -307,7 +348,7 @@ class ReplicaSet(_Cluster):
             # A former primary, demoted while it was down: it joins as a replica now.
             self._demote(i)
 
-    def promote(self, i: int, *, demote_old: bool = True, timeout: float = 10.0) -> None:
+    def promote(self, i: int, *, demote_old: bool = True, timeout: float = 30.0) -> None:
         """Make replica ``i`` the primary: ``read_only`` off, replication off; the other replicas follow it.
 
         When the old primary is up (running, not paused), it is first made read-only and the new primary waits,
@@ -353,7 +394,7 @@ class ReplicaSet(_Cluster):
         self._require_replica(i)
         self.query(i, "START SLAVE SQL_THREAD")
 
-    def sync(self, *replicas: int, timeout: float = 10.0) -> None:
+    def sync(self, *replicas: int, timeout: float = 30.0) -> None:
         """Wait until the given replicas (by default every running one) have applied all the primary wrote."""
         (position,) = self.query(self._primary, "SELECT @@gtid_binlog_pos AS pos")
         for i in replicas or [j for j in range(len(self.nodes)) if j != self._primary and self._alive(j)]:
@@ -439,51 +480,77 @@ class GaleraCluster(_Cluster):
         self._ready_timeout = ready_timeout
         self.cluster_name = f"mysqlpool-{os.urandom(4).hex()}"
         self._isolated: set[int] = set()
+        self._provider = ""
+        self._ports: list[tuple[int, int, int]] = []
 
     def start(self) -> GaleraCluster:
         """Bootstrap node 0, join the others one by one, and return once every node is synced."""
         if self.nodes:
             return self
-        provider = galera_provider()
+        self._provider = galera_provider()
         _require_mariadb("GaleraCluster")
         # Three ports per node besides the client port: group communication, IST and SST.
-        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(self._size)]
-        members = ",".join(f"127.0.0.1:{gcomm}" for gcomm, _, _ in ports)
-        for i, (gcomm, ist, sst) in enumerate(ports):
-            options = f"gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist};gcache.size=64M"
-            if self._provider_options:
-                options = f"{options};{self._provider_options}"
-            args = [
-                "--wsrep-on=ON",
-                f"--wsrep-provider={provider}",
-                f"--wsrep-cluster-name={self.cluster_name}",
-                f"--wsrep-cluster-address=gcomm://{members}",
-                f"--wsrep-node-name=node{i}",
-                f"--wsrep-node-address=127.0.0.1:{gcomm}",
-                f"--wsrep-provider-options={options}",
-                "--wsrep-sst-method=rsync",
-                f"--wsrep-sst-receive-address=127.0.0.1:{sst}",
-                "--binlog-format=ROW",
-                "--default-storage-engine=InnoDB",
-                "--innodb-autoinc-lock-mode=2",
-                "--innodb-flush-log-at-trx-commit=2",
-                *self._server_args,
-            ]
-            self.nodes.append(self._new_node(args, self._os_user, self._ready_timeout))
+        taken: set[int] = set()
+        self._ports = [_galera_ports(taken) for _ in range(self._size)]
+        for i in range(self._size):
+            self.nodes.append(self._new_node(self._node_args(i), self._os_user, self._ready_timeout))
 
         def start() -> None:
-            first = self.nodes[0]
-            first.server_args.append("--wsrep-new-cluster")
-            first.start()
             # Only the very first start bootstraps: a restarted node 0 joins the cluster that is there.
-            first.server_args.remove("--wsrep-new-cluster")
+            self._start_node(0, "--wsrep-new-cluster", taken)
             self.wait_synced(0)
             for i in range(1, len(self.nodes)):
-                self.nodes[i].start()  # returns once its SST is done and it answers
+                self._start_node(i, None, taken)  # returns once its SST is done and it answers
                 self.wait_synced(i)
 
         self._start_nodes(start)
         return self
+
+    def _node_args(self, i: int) -> list[str]:
+        gcomm, ist, sst = self._ports[i]
+        members = ",".join(f"127.0.0.1:{port}" for port, _, _ in self._ports)
+        options = f"gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist};gcache.size=64M"
+        if self._provider_options:
+            options = f"{options};{self._provider_options}"
+        return [
+            "--wsrep-on=ON",
+            f"--wsrep-provider={self._provider}",
+            f"--wsrep-cluster-name={self.cluster_name}",
+            f"--wsrep-cluster-address=gcomm://{members}",
+            f"--wsrep-node-name=node{i}",
+            f"--wsrep-node-address=127.0.0.1:{gcomm}",
+            f"--wsrep-provider-options={options}",
+            "--wsrep-sst-method=rsync",
+            f"--wsrep-sst-receive-address=127.0.0.1:{sst}",
+            # Donors in start order, then any (the trailing comma): node 0's write-set cache reaches back to the
+            # cluster's start, so a crashed node rejoins by IST; a later joiner's begins only where it joined,
+            # and a donor that cannot serve the IST sends a full SST instead.
+            f"--wsrep-sst-donor={','.join(f'node{j}' for j in range(len(self._ports)) if j != i)},",
+            "--binlog-format=ROW",
+            "--default-storage-engine=InnoDB",
+            "--innodb-autoinc-lock-mode=2",
+            "--innodb-flush-log-at-trx-commit=2",
+            *self._server_args,
+        ]
+
+    def _start_node(self, i: int, extra: str | None, taken: set[int]) -> None:
+        """First start of node ``i``; on new Galera ports when another process took one of its own meanwhile."""
+        node = self.nodes[i]
+        for attempt in range(3):
+            node.server_args = self._node_args(i) + ([extra] if extra else [])
+            try:
+                node.start()
+            except MySQLServerError as exc:
+                # The server's start already retries its client port; a Galera port lost to another listener
+                # (gcomm, IST, or the SST's rsync daemon) fails the start the same way, with this in the log.
+                if attempt == 2 or "in use" not in str(exc).lower():
+                    raise
+                self._ports[i] = _galera_ports(taken)
+                continue
+            break
+        # Every node's address list names the ports in use now, for its later starts and restarts.
+        for j, other in enumerate(self.nodes):
+            other.server_args = self._node_args(j)
 
     # ------------------------------------------------------------------- state
 
@@ -497,8 +564,9 @@ class GaleraCluster(_Cluster):
         )
         return {row["Variable_name"].lower(): str(row["Value"]) for row in rows}
 
-    def wait_synced(self, *nodes: int, timeout: float = 30.0) -> None:
-        """Wait until the given nodes (by default every one up) are Synced members of the cluster's current view.
+    def wait_synced(self, *nodes: int, timeout: float | None = None) -> None:
+        """Wait until the given nodes (by default every one up) are Synced members of the cluster's current view,
+        at most ``timeout`` seconds each (default: the cluster's ``ready_timeout``).
 
         The view matters: a node resumed after a pause still believes in the view it was paused in, until it
         learns that the others went on without it and rejoins.
@@ -516,14 +584,14 @@ class GaleraCluster(_Cluster):
                     and len({view.get("wsrep_cluster_conf_id") for view in views.values()}) == 1
                 )
 
-            _wait_until(f"node {i} to be synced", synced, timeout)
+            _wait_until(f"node {i} to be synced", synced, timeout or self._ready_timeout)
 
-    def wait_status(self, i: int, cluster_status: str, *, timeout: float = 30.0) -> None:
+    def wait_status(self, i: int, cluster_status: str, *, timeout: float | None = None) -> None:
         """Wait until node ``i``'s ``wsrep_cluster_status`` is ``cluster_status`` (``Primary``, ``non-Primary``)."""
         _wait_until(
             f"node {i} to be {cluster_status}",
             lambda: self.status(i).get("wsrep_cluster_status") == cluster_status,
-            timeout,
+            timeout or self._ready_timeout,
         )
 
     # ------------------------------------------------------------------- faults
@@ -550,10 +618,14 @@ class GaleraCluster(_Cluster):
         self.wait_synced(i)
 
     def isolate(self, i: int) -> None:
-        """Cut node ``i`` off from the others (``gmcast.isolate``): it loses quorum and answers 1047 on tables."""
+        """Cut node ``i`` off from the others (``gmcast.isolate``): it loses quorum and answers 1047 on tables.
+        Returns once it is non-Primary and the others are synced in a view without it."""
         self.query(i, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
         self._isolated.add(i)
         self.wait_status(i, "non-Primary")
+        # The node sees itself alone first; the others drop it only after their suspect timeout.
+        if any(self._alive(j) and j not in self._isolated for j in range(len(self.nodes))):
+            self.wait_synced()
 
     def rejoin(self, i: int) -> None:
         """Undo `isolate()`; returns once node ``i`` is synced again."""

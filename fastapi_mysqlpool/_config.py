@@ -159,6 +159,13 @@ class PoolOptions:
         ">= 0",
         _non_negative,
     )
+    read_timeout: float = _opt(
+        30.0,
+        "Seconds one wait for the server's bytes may last; past it the statement fails with 2013, the connection "
+        "is closed and its host re-checked. At least twice `max_statement_time` when that is set. 0: no bound.",
+        ">= 0",
+        _non_negative,
+    )
     tracing: bool = _opt(
         False,
         "Emit an OpenTelemetry span per acquire and per statement (either driver); needs the `opentelemetry` extra.",

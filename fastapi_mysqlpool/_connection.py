@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, NamedTuple, cast
 
 from ._errors import PoolMisuse
+from ._read_timeout import ReadWatchdog
 from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import limit_leaves_session, session_sql, with_limit
@@ -98,6 +99,9 @@ class PoolConnection:
     max_statement_time = 0.0
     #: A per-acquire timeout written into each statement (see _statement.py); None: the session's applies.
     statement_limit: float | None = None
+    #: Seconds one wait for the server's bytes may last before the connection is given up (2013); 0: no bound.
+    read_timeout = 0.0
+    _watchdog: ReadWatchdog | None = None
     #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
     wrong_host = False
     # Whether a command was sent since the last OK or EOF packet (an error, or not answered yet).

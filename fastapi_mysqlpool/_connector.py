@@ -94,6 +94,10 @@ class Connector:
         """Several hosts: re-probe their roles and lags in a task; ``done`` runs after."""
         self.hosts.start_probe(self._tasks.spawn, self._opener, done)
 
+    async def probe_all(self, done: Callable[[], None]) -> None:
+        """Several hosts: probe every one now, concurrently; ``done`` runs after."""
+        await self.hosts.probe_all(self._opener, done)
+
     async def connect(self) -> Entry:
         """Open one connection, bounded by ``connect_timeout`` as a whole. The pool counts it as created
         when it joins the pool."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -60,6 +61,8 @@ from ._retry import Transaction
 from ._seam import DRIVERS, error_code, error_family, get_driver, is_disconnect, is_wrong_host
 from ._settings import MySQLPoolSettings, env_pool_options
 from ._statement import is_statement_timeout
+
+logger = logging.getLogger("fastapi_mysqlpool")
 
 __all__ = [
     "COMMIT_UNKNOWN_DETAIL",
@@ -546,6 +549,15 @@ class PoolDependencies:
             try:
                 assert ryw is not None
                 reached = await wait_for_gtid(conn, token, ryw.wait)
+            except Exception as exc:
+                # The replica could not wait (GTIDs off, a lost connection, ...): the primary has the write.
+                await acquired.__aexit__(type(exc), exc, exc.__traceback__)
+                logger.warning(
+                    "pool %s: a read-your-writes wait failed on a replica (%s: %s); reading on the primary",
+                    replicas.name, type(exc).__name__, exc,
+                    extra={"pool": replicas.name, "event": "gtid_wait_failed"},
+                )  # fmt: skip
+                return await _acquire_for(connection, pool)
             except BaseException as exc:
                 await acquired.__aexit__(type(exc), exc, exc.__traceback__)
                 raise

@@ -6,10 +6,14 @@ cookie of its choosing (`ReadYourWrites`); the client sends it back with its nex
 dependency makes the replica wait, at most ``wait`` seconds, until it has applied that transaction
 (``MASTER_GTID_WAIT``; MySQL ``WAIT_FOR_EXECUTED_GTID_SET``). A replica that does not get there in time is given
 back and the read goes to the primary, so the client always sees its own write.
+
+The MySQL side (``@@gtid_executed``, ``WAIT_FOR_EXECUTED_GTID_SET``) is written from MySQL's manual and checked as
+the SQL it builds only (tests/test_gtid.py): it has not run against a real MySQL server.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +21,26 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-__all__ = ["ReadYourWrites", "session_gtid", "wait_for_gtid"]
+__all__ = ["ReadYourWrites", "gtid_wait_statement", "session_gtid", "wait_for_gtid"]
 
-# A MariaDB GTID list (0-1-42,1-2-7) or a MySQL GTID set (uuid:1-5,uuid:7): nothing else may reach the SQL.
-_TOKEN = re.compile(r"^[0-9A-Za-z:,\-]{1,2048}$")
+# What a token may be, per server, so that nothing else reaches the SQL and a malformed one (the client sends it
+# back, so it may be anything) sends the read to the primary instead of failing it with a server error.
+# MariaDB: a GTID list, domain-server-sequence, comma-separated (0-1-42,1-2-7).
+_MARIADB_GTIDS = re.compile(r"^\d{1,10}-\d{1,10}-\d{1,20}(,\d{1,10}-\d{1,10}-\d{1,20})*$")
+# MySQL: a GTID set, uuid:interval[:interval...] per source, comma-separated; MySQL 8.3 adds tags
+# (uuid:tag:1-5). gtid_executed separates the sources with ",\n"; the newlines are dropped before this.
+_UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+_UUID_SET = rf"{_UUID}(:([A-Za-z_][A-Za-z0-9_]{{0,31}}|\d{{1,20}}(-\d{{1,20}})?))+"
+_MYSQL_GTIDS = re.compile(rf"^{_UUID_SET}(,{_UUID_SET})*$")
+_MAX_TOKEN = 8192
+
+
+def _valid(token: str, mariadb: bool | None) -> bool:
+    if len(token) > _MAX_TOKEN:
+        return False
+    if mariadb is None:
+        return bool(_MARIADB_GTIDS.match(token) or _MYSQL_GTIDS.match(token))
+    return bool((_MARIADB_GTIDS if mariadb else _MYSQL_GTIDS).match(token))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +69,7 @@ class ReadYourWrites:
             value = connection.headers.get(self.header)
         if value is None and self.cookie is not None:
             value = connection.cookies.get(self.cookie)
-        return value if value is not None and _TOKEN.match(value) else None
+        return value if value is not None and _valid(value, None) else None
 
     def set(self, response: Response, token: str | None) -> None:
         """Hand ``token`` (from `session_gtid`) to the client with ``response``."""
@@ -69,21 +89,39 @@ async def _scalar(conn: Any, sql: str, args: tuple[Any, ...] = ()) -> Any:
 
 
 async def session_gtid(conn: Any) -> str | None:
-    """The token for what ``conn`` committed last: call it after the commit, on the same connection."""
+    """The token for what ``conn`` committed last: call it after the commit, on the same connection.
+
+    MariaDB: the session's own ``@@last_gtid``. MySQL: the server's whole ``@@gtid_executed``, which contains the
+    session's commit (MySQL has no variable for the session's last GTID; a wait for the whole set may wait for
+    other sessions' commits too, never for less than this one's)."""
     if getattr(conn, "is_mariadb", True):
         value = await _scalar(conn, "SELECT @@session.last_gtid")
     else:
         value = await _scalar(conn, "SELECT @@global.gtid_executed")
     text = value.decode() if isinstance(value, bytes) else value
-    return str(text).replace("\n", "") if text else None
+    return "".join(str(text).split()) if text else None
+
+
+def gtid_wait_statement(token: str, timeout: float, mariadb: bool) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement that waits, at most ``timeout`` seconds, for ``token`` on the server, with its arguments;
+    None for a token that is not a GTID list of that server's kind.
+
+    - MariaDB ``MASTER_GTID_WAIT(pos, timeout)``: 0 once applied, -1 at the timeout; fractional seconds.
+    - MySQL ``WAIT_FOR_EXECUTED_GTID_SET(set, timeout)``: 0 once applied, 1 at the timeout. The timeout is
+      whole seconds on MySQL 5.7 (a fraction is cut, and 0 there means no timeout at all), so it is rounded up
+      to at least 1."""
+    if not _valid(token, mariadb):
+        return None
+    if mariadb:
+        return "SELECT MASTER_GTID_WAIT(%s, %s)", (token, timeout)
+    return "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (token, max(1, math.ceil(timeout)))
 
 
 async def wait_for_gtid(conn: Any, token: str, timeout: float) -> bool:
-    """Wait, at most ``timeout`` seconds, until the server behind ``conn`` has applied ``token``."""
-    if not _TOKEN.match(token):
-        raise ValueError("malformed GTID token")
-    if getattr(conn, "is_mariadb", True):
-        result = await _scalar(conn, "SELECT MASTER_GTID_WAIT(%s, %s)", (token, timeout))
-    else:
-        result = await _scalar(conn, "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (token, timeout))
+    """Wait, at most ``timeout`` seconds, until the server behind ``conn`` has applied ``token``. False at the
+    timeout, and at once for a token that is not this server's kind of GTID list."""
+    statement = gtid_wait_statement(token, timeout, getattr(conn, "is_mariadb", True))
+    if statement is None:
+        return False
+    result = await _scalar(conn, *statement)
     return result is not None and int(result) == 0

@@ -96,12 +96,15 @@ class Host:
     host: str
     port: int
     role: ServerRole | None = None
-    state: str = "unknown"  # unknown, up, down, lagging, not_synced, read_only
+    state: str = "unknown"  # unknown, up, down, lagging, not_synced, recheck
     error: str | None = None
     checked_at: float = 0.0
     retry_at: float = 0.0  # not tried again before this (monotonic)
     backoff: float = 0.0
     connections: int = 0
+    # Counts the "re-check" marks (a wrong-host error, a read timeout): a probe begun before the latest one may
+    # have seen the host as it was, and its answer is dropped.
+    marks: int = 0
 
     @property
     def address(self) -> str:
@@ -178,17 +181,41 @@ class HostSet:
 
     @property
     def serving(self) -> bool:
-        """Whether, as far as the pool knows, some host can serve its role (or fall back)."""
-        return any(h.role is not None and (self._serves(h.role) or self._fallback(h.role)) for h in self.hosts)
+        """False once the pool knows that no host can serve its role (nor fall back): every host is down, or was
+        probed and does not serve. A host not learnt yet might serve, so it counts as serving."""
+        for host in self.hosts:
+            if host.state == "down":
+                continue
+            if host.role is None or self._serves(host.role) or self._fallback(host.role):
+                return True
+        return False
+
+    async def verify(self, conn: aiomysql.Connection) -> str | None:
+        """Probe the host of ``conn`` on it now (one or two round trips); None when the host still serves what
+        ``conn`` was handed out for, else why not. The host's record is updated either way, so that the release
+        retires ``conn`` and new connections go elsewhere; the other hosts are probed at the next tick."""
+        found = self._of.get(conn)
+        role = await probe_role(_query_on(self._driver, conn), self._driver.server_version(conn))
+        if found is None or not self.routing:
+            return None
+        host, fallback = found
+        self._judge(host, role, time.monotonic())
+        if self._serves(role) or (fallback and self._fallback(role)):
+            return None
+        self._next_probe = 0.0
+        return f"{host.address} can no longer serve role {self.role!r} ({host.state}, {role.role})"
 
     def candidates(self, now: float) -> list[tuple[Host, bool]]:
         """The hosts to try, best first, each with whether it would only be a fallback."""
-        good, unknown, rest, fallback = [], [], [], []
+        good, unknown, recheck, rest, fallback = [], [], [], [], []
         for host in self.hosts:
             if host.state == "down" and now < host.retry_at:
                 continue
             role = host.role
-            if role is None or host.state == "down":
+            if host.state == "recheck":
+                # It just failed as if it changed role, left its cluster or stopped answering: the others first.
+                recheck.append(host)
+            elif role is None or host.state == "down":
                 unknown.append(host)
             elif self._serves(role):
                 good.append(host)
@@ -197,13 +224,13 @@ class HostSet:
             else:
                 rest.append(host)
         if self.role == "primary":
-            first = [*good, *unknown]
+            first = [*good, *unknown, *recheck]
         else:
             # Hosts that take turns: every unknown one is learnt first, then the qualifying ones rotate.
             if good:
                 self._turn = (self._turn + 1) % len(good)
                 good = good[self._turn :] + good[: self._turn]
-            first = [*unknown, *good]
+            first = [*unknown, *good, *recheck]
         # Hosts known not to serve are tried last: a promotion or a replica catching up is found by trying them.
         ordered = [(h, False) for h in (*first, *rest)]
         return ordered + [(h, True) for h in fallback]
@@ -216,6 +243,7 @@ class HostSet:
         """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``."""
         if not self.routing:
             conn = await asyncio.wait_for(opener.open(statement_time, opened), timeout)
+            conn.read_timeout = self._options.read_timeout
             if self.limits is None:
                 await self._first_probe(conn, timeout)
             host = self.hosts[0]
@@ -241,7 +269,8 @@ class HostSet:
                 self._judge(host, role, time.monotonic())
                 self._record_limits(role)
                 if self._serves(role):
-                    return await self._hand_out(conn, host, role, False)
+                    # The session settings belong to the connect, and to its bound.
+                    return await asyncio.wait_for(self._hand_out(conn, host, role, False), timeout)
                 if spare is None and self._fallback(role):
                     spare = (conn, host, role)
                     continue
@@ -249,7 +278,7 @@ class HostSet:
             if spare is not None:
                 conn, host, role = spare
                 spare = None
-                return await self._hand_out(conn, host, role, True)
+                return await asyncio.wait_for(self._hand_out(conn, host, role, True), timeout)
         finally:
             if spare is not None:
                 await self._driver.quit(spare[0])
@@ -275,6 +304,7 @@ class HostSet:
         self, opener: ConnectionOpener, statement_time: float, host: Host, opened: list[Any]
     ) -> tuple[aiomysql.Connection, ServerRole]:
         conn = await opener.open(statement_time, opened, (host.host, host.port))
+        conn.read_timeout = self._options.read_timeout
         try:
             return conn, await probe_role(_query_on(self._driver, conn), self._driver.server_version(conn))
         except BaseException:
@@ -318,7 +348,8 @@ class HostSet:
         host = found[0]
         host.connections -= 1
         if wrong_host and self.routing:
-            host.state, host.role = "unknown", None
+            host.state, host.role = "recheck", None
+            host.marks += 1
             host.error = "re-check: a connection failed as if the host's role or membership changed"
             self._next_probe = 0.0  # probe every host now, not at the next interval
 
@@ -347,16 +378,23 @@ class HostSet:
         timeout = self._options.connect_timeout
 
         async def one(host: Host) -> None:
+            marks = host.marks
             try:
                 conn, role = await asyncio.wait_for(self._probe_connect(opener, 0.0, host, []), timeout)
             except Exception as exc:
-                self._failed(host, exc, time.monotonic())
+                if host.marks == marks:
+                    self._failed(host, exc, time.monotonic())
                 return
-            self._judge(host, role, time.monotonic())
-            self._record_limits(role)
+            if host.marks == marks:  # else a newer mark says its answer may be out of date: probed again soon
+                self._judge(host, role, time.monotonic())
+                self._record_limits(role)
             await self._driver.quit(conn)
 
-        await asyncio.gather(*(one(host) for host in self.hosts))
+        try:
+            await asyncio.gather(*(one(host) for host in self.hosts))
+        except BaseException:
+            self._next_probe = 0.0  # cut short (a health check's bound): due again at the next tick
+            raise
         on_change()
 
     def start_probe(self, spawn: Callable[..., asyncio.Task[Any]], opener: ConnectionOpener, on_change: Any) -> None:

@@ -713,6 +713,10 @@ class Pool:
         if self._connector.close_now(entry, reason) and not self._closing:
             self._reroute()  # its host's other idle connections would fail the same way
 
+    async def _probe_all_hosts(self) -> None:
+        """Learn every host's role now (the health check, when the hosts known to serve refused)."""
+        await self._connector.probe_all(self._reroute)
+
     def _reroute(self) -> None:
         """Retire the idle connections the host set no longer wants (after a probe or a wrong-host error)."""
         if self._closing:

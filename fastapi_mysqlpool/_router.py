@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ._dashboard import dashboard_response
+from ._errors import PoolError
 from ._fastapi import pools_of
 from ._history import history_of
 from ._metrics import metrics_response
@@ -113,12 +114,29 @@ async def _check(pool: Pool) -> dict[str, Any]:
 
 
 async def _select_one(pool: Pool) -> None:
-    conn = await pool.acquire(timeout=HEALTH_TIMEOUT)
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute("SELECT 1")
-    except BaseException:
-        # Timed out or failed mid-query: the connection's state is unknown, so it is not reused.
-        await pool.release(conn, discard=True)
-        raise
-    await pool.release(conn)
+    hosts = pool._hosts
+    while True:
+        conn = await pool.acquire(timeout=HEALTH_TIMEOUT)
+        try:
+            if hosts.routing:
+                # SELECT 1 passes on a demoted primary and on a Galera node without quorum: ask the host its role.
+                refused = await hosts.verify(conn)
+            else:
+                refused = None
+                async with conn.cursor() as cursor:
+                    await cursor.execute("SELECT 1")
+        except BaseException:
+            # Timed out or failed mid-query: the connection's state is unknown, so it is not reused.
+            await pool.release(conn, discard=True)
+            raise
+        await pool.release(conn)  # retired there when its host no longer serves
+        if refused is None:
+            return
+        if hosts.serving:
+            # Hosts not learnt yet may serve: learn every one now (concurrently, each within connect_timeout)
+            # rather than at the next tick, so that the answer comes within the check's bound.
+            await pool._probe_all_hosts()
+        if not hosts.serving:
+            raise PoolError(
+                f"pool {pool.name!r}: no host can serve role {hosts.role!r} ({hosts.describe()}): {refused}"
+            )

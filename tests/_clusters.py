@@ -1,4 +1,7 @@
-"""Helpers for tests against real clusters: the app's account on one node, and the role probe's query callable."""
+"""Helpers for tests against real clusters: the app's account on one node, and the role probe's query callable.
+
+The connections are the driver's own (aiomysql, or asyncmy when the test takes the ``driver`` fixture on it),
+not the pool's, so that what a server answers the probe is checked as each driver decodes it."""
 
 from __future__ import annotations
 
@@ -10,25 +13,40 @@ import aiomysql
 
 from fastapi_mysqlpool._roles import Query, ServerRole, probe_role
 from fastapi_mysqlpool.testing import MySQLServer
+from tests import _drivers
 
 
 @asynccontextmanager
-async def app_conn(node: MySQLServer, **options: Any) -> AsyncIterator[aiomysql.Connection]:
+async def app_conn(node: MySQLServer, **options: Any) -> AsyncIterator[Any]:
     """The app's account on ``node`` over TCP, as a pool would connect; autocommit unless told otherwise."""
-    conn = await aiomysql.connect(**{**node.connect_kwargs, "autocommit": True, "connect_timeout": 5, **options})
+    kwargs = {**node.connect_kwargs, "autocommit": True, "connect_timeout": 5, **options}
+    if _drivers.current() == "asyncmy":
+        import asyncmy
+
+        conn = await asyncmy.connect(**kwargs)
+    else:
+        conn = await aiomysql.connect(**kwargs)
     try:
         yield conn
     finally:
         conn.close()
 
 
-def runner(conn: aiomysql.Connection) -> Query:
+def runner(conn: Any) -> Query:
     async def run(sql: str) -> list[dict[str, Any]]:
-        async with conn.cursor(aiomysql.DictCursor) as cur:
+        async with conn.cursor(_dict_cursor()) as cur:
             await cur.execute(sql)
             return list(await cur.fetchall())
 
     return run
+
+
+def _dict_cursor() -> type[Any]:
+    if _drivers.current() == "asyncmy":
+        from asyncmy.cursors import DictCursor
+
+        return DictCursor  # type: ignore[no-any-return]
+    return aiomysql.DictCursor  # type: ignore[no-any-return]
 
 
 async def probe(node: MySQLServer, **options: Any) -> ServerRole:
@@ -37,7 +55,7 @@ async def probe(node: MySQLServer, **options: Any) -> ServerRole:
         return await probe_role(runner(conn), conn.get_server_info())
 
 
-async def scalar(conn: aiomysql.Connection, sql: str, *args: Any) -> Any:
+async def scalar(conn: Any, sql: str, *args: Any) -> Any:
     async with conn.cursor() as cur:
         await cur.execute(sql, args or None)
         row = await cur.fetchone()

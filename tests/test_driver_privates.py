@@ -72,7 +72,7 @@ def test_asyncmy_connection_state_attributes_are_public_on_the_compiled_base() -
     # Read by is_clean and session_dirty: declared `public` on asyncmy's compiled _ConnectionState.
     for name in ("_proto", "_transport", "_result", "_connected", "server_status", "_next_seq_id", "_stmt_cache"):
         assert hasattr(asyncmy.connection._ConnectionState, name), name
-    for name in ("buffer", "length", "pos", "eof", "exc"):
+    for name in ("buffer", "length", "pos", "eof", "exc", "_read_waiter"):
         assert hasattr(asyncmy.connection._ProtocolState, name), name
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Response
 
 import fastapi_mysqlpool as mp
@@ -58,7 +60,9 @@ def notes_table(rs: ReplicaSet) -> None:
     rs.sync()
 
 
-async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(replica_set: ReplicaSet) -> None:
+async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(
+    driver: str, replica_set: ReplicaSet
+) -> None:
     notes_table(replica_set)
     app, _ = replica_app(_primary_dsn(replica_set), replicas=replica_set.replicas_dsn, maxsize=2)
     replica_ports = {node.port for node in replica_set.replicas}
@@ -77,7 +81,7 @@ async def test_reads_go_to_replicas_and_a_writing_handler_reads_its_own_write(re
     replica_set.query(replica_set.primary_index, f"DELETE FROM {replica_set.db}.notes")
 
 
-async def test_a_gtid_token_makes_the_next_read_see_the_write(private_replica_set: ReplicaSet) -> None:
+async def test_a_gtid_token_makes_the_next_read_see_the_write(driver: str, private_replica_set: ReplicaSet) -> None:
     rs = private_replica_set
     notes_table(rs)
     ryw = mp.ReadYourWrites(header="X-Read-After", wait=0.5)
@@ -101,6 +105,7 @@ async def test_a_gtid_token_makes_the_next_read_see_the_write(private_replica_se
 
 
 async def test_a_demoted_primary_answers_503_with_retry_after_then_writes_succeed(
+    driver: str,
     private_replica_set: ReplicaSet,
 ) -> None:
     rs = private_replica_set
@@ -122,7 +127,9 @@ async def test_a_demoted_primary_answers_503_with_retry_after_then_writes_succee
         assert statuses[-1] == 200 and 500 not in statuses
 
 
-async def test_health_fails_only_when_no_galera_node_can_serve(private_galera_cluster: GaleraCluster) -> None:
+async def test_health_fails_only_when_no_galera_node_can_serve(
+    driver: str, private_galera_cluster: GaleraCluster
+) -> None:
     gc = private_galera_cluster
     lifespan = mp.mysql_lifespan(gc.dsn, maxsize=2, host_check_interval=0.2, connect_timeout=1)
     app = FastAPI(lifespan=lifespan)
@@ -145,3 +152,49 @@ async def test_health_fails_only_when_no_galera_node_can_serve(private_galera_cl
         hosts = body["checks"]["default:responseTime"][0]["hosts"]
         assert {h["host"] for h in hosts} == {f"127.0.0.1:{n.port}" for n in gc.nodes}
         assert gc.password not in str(body)
+
+
+async def test_a_token_the_replica_cannot_wait_for_reads_on_the_primary_not_a_500(
+    driver: str, replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes_table(replica_set)
+    ryw = mp.ReadYourWrites(header="X-Read-After", wait=0.5)
+    app, _ = replica_app(_primary_dsn(replica_set), replicas=replica_set.replicas_dsn, read_your_writes=ryw)
+    async with serve(app) as client:
+        # Shaped like a GTID list, but a domain id past 2^32: MariaDB refuses to parse it (1941).
+        with caplog.at_level(logging.WARNING, logger="fastapi_mysqlpool"):
+            answer = await client.get("/read", headers={"X-Read-After": "9999999999-1-1"})
+        assert answer.status_code == 200 and answer.json()["port"] == replica_set.primary.port
+        assert [r for r in caplog.records if getattr(r, "event", None) == "gtid_wait_failed"]
+        # Not a GTID list at all: ignored, the read goes to a replica as without a token.
+        answer = await client.get("/read", headers={"X-Read-After": "x'); DO SLEEP(5) -- "})
+        assert answer.status_code == 200 and answer.json()["port"] != replica_set.primary.port
+
+
+async def test_health_fails_when_no_host_can_write_though_select_1_still_answers(
+    driver: str, replica_set: ReplicaSet
+) -> None:
+    rs = replica_set
+    # No probe between the change and the check: only the health check itself can find it out.
+    lifespan = mp.mysql_lifespan(rs.dsn, minsize=2, maxsize=2, host_check_interval=600)
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(mp.pool_router)
+    async with serve(app) as client:
+        assert (await client.get("/pool/health")).json()["status"] == "pass"
+        rs.query(rs.primary_index, "SET GLOBAL read_only = ON")  # every host is read-only now
+        try:
+            response = await client.get("/pool/health")
+        finally:
+            rs.query(rs.primary_index, "SET GLOBAL read_only = OFF")
+        body = response.json()
+        assert response.status_code == 503 and body["status"] == "fail"
+        (check,) = body["checks"]["default:responseTime"]
+        assert "no host can serve role 'primary'" in check["output"]
+        primary = {h["host"]: h for h in check["hosts"]}[f"127.0.0.1:{rs.primary.port}"]
+        assert primary["role"] == "replica"
+        assert rs.password not in str(body)
+        # Once it accepts writes again, the next probe finds it and health passes.
+        deadline = time.monotonic() + PATIENCE
+        while (await client.get("/pool/health")).status_code != 200:
+            assert time.monotonic() < deadline, "health did not pass again"
+            await asyncio.sleep(0.1)

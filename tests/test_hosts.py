@@ -8,13 +8,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._hosts import parse_hosts
 from fastapi_mysqlpool.testing import GaleraCluster, ReplicaSet
 from tests._clusters import scalar
+from tests._drivers import db_errors
+from tests._proxy import FaultProxy
 
 # Bounds a wait for something that must happen; never a measure of speed.
 PATIENCE = 30.0
@@ -49,7 +50,7 @@ def test_host_lists_parse_from_strings_and_pairs() -> None:
         mp.PoolOptions(role="master")
 
 
-async def test_primary_role_finds_the_primary_wherever_it_is_listed(replica_set: ReplicaSet) -> None:
+async def test_primary_role_finds_the_primary_wherever_it_is_listed(driver: str, replica_set: ReplicaSet) -> None:
     hosts = [(n.host, n.port) for n in (*replica_set.replicas, replica_set.primary)]
     async with mp.create_pool(dsn=replica_set.dsn, host=hosts, minsize=2) as pool:
         assert await server_port(pool) == replica_set.primary.port
@@ -63,7 +64,7 @@ async def test_primary_role_finds_the_primary_wherever_it_is_listed(replica_set:
         assert stats["limits"]["max_connections"] > 0
 
 
-async def test_replica_role_reads_from_replicas_in_turn(replica_set: ReplicaSet) -> None:
+async def test_replica_role_reads_from_replicas_in_turn(driver: str, replica_set: ReplicaSet) -> None:
     async with mp.create_pool(dsn=replica_set.dsn, role="replica", minsize=0, maxsize=4) as pool:
         conns = [await pool.acquire() for _ in range(4)]
         ports = {int(await scalar(conn, "SELECT @@port")) for conn in conns}
@@ -72,7 +73,7 @@ async def test_replica_role_reads_from_replicas_in_turn(replica_set: ReplicaSet)
         assert ports == {node.port for node in replica_set.replicas}
 
 
-async def test_a_demoted_primarys_1290_leads_to_the_new_primary(private_replica_set: ReplicaSet) -> None:
+async def test_a_demoted_primarys_1290_leads_to_the_new_primary(driver: str, private_replica_set: ReplicaSet) -> None:
     rs = private_replica_set
     async with mp.create_pool(dsn=rs.dsn, minsize=2, host_check_interval=60) as pool:
         async with pool.acquire() as conn, conn.cursor() as cur:
@@ -89,7 +90,7 @@ async def test_a_demoted_primarys_1290_leads_to_the_new_primary(private_replica_
                     await cur.execute("INSERT INTO t VALUES (%s)", (len(errors) + 100,))
                     await conn.commit()
                     return int(await scalar(conn, "SELECT @@port")) == rs.primary.port
-            except pymysql.err.OperationalError as exc:
+            except db_errors.OperationalError as exc:
                 errors.append(exc.args[0])
                 return False
 
@@ -100,7 +101,9 @@ async def test_a_demoted_primarys_1290_leads_to_the_new_primary(private_replica_
         assert pool.stats()["closed_total"]["rerouted"] >= 1
 
 
-async def test_the_pool_follows_a_promotion_without_an_error_from_its_probes(private_replica_set: ReplicaSet) -> None:
+async def test_the_pool_follows_a_promotion_without_an_error_from_its_probes(
+    driver: str, private_replica_set: ReplicaSet
+) -> None:
     rs = private_replica_set
     async with mp.create_pool(dsn=rs.dsn, minsize=1, host_check_interval=0.2) as pool:
         assert await server_port(pool) == rs.primary.port
@@ -113,6 +116,7 @@ async def test_the_pool_follows_a_promotion_without_an_error_from_its_probes(pri
 
 
 async def test_a_lagging_replica_is_skipped_and_reads_return_once_it_catches_up(
+    driver: str,
     private_replica_set: ReplicaSet,
 ) -> None:
     rs = private_replica_set
@@ -144,7 +148,9 @@ async def test_a_lagging_replica_is_skipped_and_reads_return_once_it_catches_up(
         rs.lag(1, 0)
 
 
-async def test_without_fallback_no_qualifying_replica_is_a_timeout(private_replica_set: ReplicaSet) -> None:
+async def test_without_fallback_no_qualifying_replica_is_a_timeout(
+    driver: str, private_replica_set: ReplicaSet
+) -> None:
     rs = private_replica_set
     for i in (1, 2):
         rs.stop_sql_thread(i)
@@ -153,7 +159,9 @@ async def test_without_fallback_no_qualifying_replica_is_a_timeout(private_repli
             await pool.acquire()
 
 
-async def test_a_killed_or_quorumless_galera_node_is_avoided(private_galera_cluster: GaleraCluster) -> None:
+async def test_a_killed_or_quorumless_galera_node_is_avoided(
+    driver: str, private_galera_cluster: GaleraCluster
+) -> None:
     gc = private_galera_cluster
     async with mp.create_pool(dsn=gc.dsn, minsize=1, maxsize=3, host_check_interval=0.2, connect_timeout=1) as pool:
         assert await server_port(pool) == gc.nodes[0].port
@@ -167,14 +175,19 @@ async def test_a_killed_or_quorumless_galera_node_is_avoided(private_galera_clus
                 async with pool.acquire(timeout=2) as conn, conn.cursor() as cur:
                     await cur.execute("SELECT COUNT(*) FROM g")
                     return int(await scalar(conn, "SELECT @@port")) != gc.nodes[avoid].port
-            except (pymysql.err.MySQLError, mp.PoolError) as exc:
+            except (db_errors.MySQLError, mp.PoolError) as exc:
                 seen.append(exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0)
                 return False
 
         gc.isolate(0)
         await until("a query off the quorum-less node 0", lambda: query_elsewhere(0))
-        states = {h["host"]: h["state"] for h in pool.stats()["hosts"]}
-        assert states[f"127.0.0.1:{gc.nodes[0].port}"] == "not_synced"
+
+        async def node_0_seen_without_quorum() -> bool:
+            # A 1047 on one of its connections marks it "recheck" first; the next probe says what it is.
+            states = {h["host"]: h["state"] for h in pool.stats()["hosts"]}
+            return states[f"127.0.0.1:{gc.nodes[0].port}"] == "not_synced"
+
+        await until("node 0 probed as not synced", node_0_seen_without_quorum)
         gc.rejoin(0)
         gc.kill(1)
 
@@ -185,7 +198,7 @@ async def test_a_killed_or_quorumless_galera_node_is_avoided(private_galera_clus
         assert set(seen) <= {0, 1047, 1180, 2003, 2006, 2013}, seen
 
 
-async def test_causal_reads_set_wsrep_sync_wait(galera_cluster: GaleraCluster) -> None:
+async def test_causal_reads_set_wsrep_sync_wait(driver: str, galera_cluster: GaleraCluster) -> None:
     async with (
         mp.create_pool(dsn=galera_cluster.dsn, role="any", causal_reads=True, minsize=0) as pool,
         pool.acquire() as conn,
@@ -194,7 +207,7 @@ async def test_causal_reads_set_wsrep_sync_wait(galera_cluster: GaleraCluster) -
 
 
 async def test_maxsize_times_workers_over_max_connections_warns_once(
-    replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    driver: str, replica_set: ReplicaSet, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     (row,) = replica_set.query(0, "SELECT @@max_connections AS n")
@@ -213,7 +226,7 @@ async def test_maxsize_times_workers_over_max_connections_warns_once(
 
 
 async def test_the_workers_option_beats_detection_and_a_fitting_pool_is_quiet(
-    mysql_dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    driver: str, mysql_dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "1000")
     with caplog.at_level(logging.WARNING, logger="fastapi_mysqlpool"):
@@ -221,3 +234,45 @@ async def test_the_workers_option_beats_detection_and_a_fitting_pool_is_quiet(
             limits = pool.stats()["limits"]
     assert limits["workers"] == 2 and limits["workers_source"] == "the workers option"
     assert not [r for r in caplog.records if getattr(r, "event", None) == "capacity"]
+
+
+async def test_a_replica_that_stopped_answering_is_tried_last_until_it_is_probed(
+    driver: str, replica_set: ReplicaSet
+) -> None:
+    rs = replica_set
+    silent, other = rs.replicas
+    with FaultProxy(silent.host, silent.port) as proxy:
+        hosts = [(proxy.host, proxy.port), (other.host, other.port)]
+        async with mp.create_pool(
+            dsn=rs.dsn, host=hosts, role="replica", minsize=0, maxsize=2, read_timeout=0.5, connect_timeout=20
+        ) as pool:
+            async with pool.acquire() as conn:  # unknown hosts are learnt in order: the proxied one first
+                assert int(await scalar(conn, "SELECT @@port")) == silent.port
+                proxy.blackhole()
+                with pytest.raises(db_errors.OperationalError, match="read_timeout"):
+                    await scalar(conn, "SELECT 1")
+            # The next connection goes to the replica that answers, not first to the silent one (whose
+            # connect would wait connect_timeout): the silent one waits for its re-check.
+            async with pool.acquire() as conn:
+                assert int(await scalar(conn, "SELECT @@port")) == other.port
+            state = {h["host"]: h["state"] for h in pool.stats()["hosts"]}[f"{proxy.host}:{proxy.port}"]
+            assert state == "recheck"
+
+
+async def test_a_probe_begun_before_a_wrong_host_error_does_not_undo_it(driver: str, replica_set: ReplicaSet) -> None:
+    rs = replica_set
+    with FaultProxy(rs.primary.host, rs.primary.port) as proxy:
+        async with mp.create_pool(
+            dsn=rs.dsn, host=[(proxy.host, proxy.port)], role="any", minsize=0, host_check_interval=600
+        ) as pool:
+            hosts = pool._hosts
+            conn = await pool.acquire()
+            proxy.set_latency(0.5)  # the probe's connect takes a few round trips of 0.5 s each
+            probe = asyncio.create_task(hosts.probe_all(pool._opener, pool._reroute))
+            await asyncio.sleep(0.1)
+            conn.wrong_host = True  # as a 1290 or a read timeout on it marks it
+            await pool.release(conn, discard=True)
+            assert hosts.hosts[0].state == "recheck"
+            await probe
+            # The probe saw the host as it was before the error: its answer is dropped, the re-check stands.
+            assert hosts.hosts[0].state == "recheck" and hosts.hosts[0].role is None

@@ -42,7 +42,7 @@ async def probe_until(node: MySQLServer, condition: Any, what: str) -> ServerRol
         await asyncio.sleep(0.1)
 
 
-async def test_a_primary_takes_one_round_trip(replica_set: ReplicaSet) -> None:
+async def test_a_primary_takes_one_round_trip(driver: str, replica_set: ReplicaSet) -> None:
     role, sent = await probe_counting(replica_set.primary)
     assert len(sent) == 1
     assert role == ServerRole(
@@ -58,7 +58,7 @@ async def test_a_primary_takes_one_round_trip(replica_set: ReplicaSet) -> None:
     assert (role.lag, role.can_write, role.can_read) == (0, True, True)
 
 
-async def test_a_caught_up_replica_takes_two_round_trips(replica_set: ReplicaSet) -> None:
+async def test_a_caught_up_replica_takes_two_round_trips(driver: str, replica_set: ReplicaSet) -> None:
     replica_set.sync()
     role, sent = await probe_counting(replica_set.replicas[0])
     assert len(sent) == 2 and sent[1] == "SHOW SLAVE STATUS"
@@ -67,7 +67,7 @@ async def test_a_caught_up_replica_takes_two_round_trips(replica_set: ReplicaSet
     assert role.lag == 0 and role.lag_error is None
 
 
-async def test_an_account_without_slave_monitor_gets_a_clear_lag_error(replica_set: ReplicaSet) -> None:
+async def test_an_account_without_slave_monitor_gets_a_clear_lag_error(driver: str, replica_set: ReplicaSet) -> None:
     replica_set.query(
         replica_set.primary_index,
         "CREATE USER IF NOT EXISTS 'probe_limited'@'%' IDENTIFIED BY 'limited-pw' WITH MAX_USER_CONNECTIONS 7",
@@ -80,7 +80,7 @@ async def test_an_account_without_slave_monitor_gets_a_clear_lag_error(replica_s
     assert role.max_user_connections == 7  # the account's own limit, not the server's 0
 
 
-async def test_a_lagging_replica_and_a_stopped_one(private_replica_set: ReplicaSet) -> None:
+async def test_a_lagging_replica_and_a_stopped_one(driver: str, private_replica_set: ReplicaSet) -> None:
     rs = private_replica_set
     rs.query(0, "CREATE TABLE app.probe_lag (id INT AUTO_INCREMENT PRIMARY KEY)")
     rs.sync()
@@ -96,7 +96,9 @@ async def test_a_lagging_replica_and_a_stopped_one(private_replica_set: ReplicaS
     assert stopped.lag is None and stopped.lag_error is None  # unknown lag, and the probe says why: the thread
 
 
-async def test_a_read_only_server_that_replicates_nothing_has_unknown_lag(private_mysql_server: MySQLServer) -> None:
+async def test_a_read_only_server_that_replicates_nothing_has_unknown_lag(
+    driver: str, private_mysql_server: MySQLServer
+) -> None:
     admin = pymysql.connect(**private_mysql_server.root_connect_kwargs(), autocommit=True)
     try:
         with admin.cursor() as cur:
@@ -109,7 +111,7 @@ async def test_a_read_only_server_that_replicates_nothing_has_unknown_lag(privat
     assert role.lag_error is not None and "not replicating" in role.lag_error
 
 
-async def test_galera_nodes_synced_and_without_quorum(galera_cluster: GaleraCluster) -> None:
+async def test_galera_nodes_synced_and_without_quorum(driver: str, galera_cluster: GaleraCluster) -> None:
     synced, sent = await probe_counting(galera_cluster.nodes[0])
     assert len(sent) == 1
     assert synced.galera == GaleraState(ready=True, local_state=4, cluster_status="Primary")
