@@ -18,7 +18,7 @@ from fastapi_mysqlpool.testing import MySQLServer
 
 from .deps import DepsResults, run_deps_bench
 from .http import HttpResults, run_http_bench
-from .pool import PoolResults, run_pool_bench
+from .pool import LOOPS, PoolResults, run_on, run_pool_bench
 from .report import load_average, machine_info, render, targets, write_region
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -85,22 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     load_before = load_average()
-    pool: PoolResults | None = None
+    pool: dict[str, PoolResults] | None = None
     deps: DepsResults | None = None
     http: dict[str, HttpResults] | None = None
     with _server(args.dsn) as dsn:
         server = _server_version(dsn)
         if args.only in (None, "pool"):
-            log("pool micro-benchmark")
-            pool = asyncio.run(
-                run_pool_bench(
-                    dsn,
-                    rounds=int(pick(args.rounds, 7, 1)),
-                    seconds=pick(args.pool_seconds, 0.5, 0.05),
-                    warmup=not quick,
-                    log=log,
+            pool = {}
+            for loop in LOOPS:
+                log(f"pool micro-benchmark on {loop}")
+                pool[loop] = run_on(
+                    loop,
+                    run_pool_bench(
+                        dsn,
+                        rounds=int(pick(args.rounds, 7, 1)),
+                        seconds=pick(args.pool_seconds, 0.5, 0.05),
+                        warmup=not quick,
+                        log=log,
+                    ),
                 )
-            )
         if args.only in (None, "deps"):
             log("dependency cost, in-process")
             deps = asyncio.run(
@@ -127,10 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         found = targets(pool, http)
         figures = {
-            "pool": pool.to_json() if pool else None,
+            "pool": {loop: results.to_json() for loop, results in pool.items()} if pool else None,
             "deps": deps.to_json() if deps else None,
             "http": {key: results.to_json() for key, results in http.items()} if http else None,
-            "targets": [{"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met} for t in found],
+            "targets": [
+                {"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met, "issue": t.issue}
+                for t in found
+            ],
         }
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0
