@@ -17,6 +17,7 @@ import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import MySQLServer
 
 from .deps import DepsResults, run_deps_bench
+from .floor import Floor, measure_floor
 from .http import HttpResults, run_http_bench
 from .pool import LOOPS, PoolResults, run_on, run_pool_bench
 from .report import load_average, machine_info, render, targets, write_region
@@ -86,11 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = load_average()
     pool: dict[str, PoolResults] | None = None
+    floor: Floor | str | None = None
     deps: DepsResults | None = None
     http: dict[str, HttpResults] | None = None
     with _server(args.dsn) as dsn:
         server = _server_version(dsn)
         if args.only in (None, "pool"):
+            log("native client floor")
+            floor = measure_floor(dsn, queries=300 if quick else 5000, rounds=3 if quick else 7)
             pool = {}
             for loop in LOOPS:
                 log(f"pool micro-benchmark on {loop}")
@@ -124,17 +128,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=log,
             )
     command = _command(list(argv if argv is not None else sys.argv[1:]))
-    generated = render(machine_info(server, load_before), pool, deps, http, command)
+    generated = render(machine_info(server, load_before), pool, deps, http, command, floor)
     write_region(args.output, generated)
     print(generated)
     if args.json is not None:
         found = targets(pool, http)
         figures = {
             "pool": {loop: results.to_json() for loop, results in pool.items()} if pool else None,
+            "floor": floor.to_json() if isinstance(floor, Floor) else floor,
             "deps": deps.to_json() if deps else None,
             "http": {key: results.to_json() for key, results in http.items()} if http else None,
             "targets": [
-                {"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met, "issue": t.issue}
+                {
+                    "goal": t.goal,
+                    "wanted": t.wanted,
+                    "measured": t.measured,
+                    "met": t.met,
+                    "issue": t.issue,
+                    "cpu": t.cpu,
+                }
                 for t in found
             ],
         }

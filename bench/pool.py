@@ -240,6 +240,12 @@ class PoolResults:
         theirs = self.median(baseline, baseline_metric or metric)
         return mine / theirs if mine and theirs else None
 
+    def cpu_ratio(self, contender: str, metric: str, baseline: str) -> float | None:
+        """How many times less client CPU per operation ``contender`` takes than ``baseline`` (higher is better,
+        as for `ratio`): the same comparison, much less disturbed by what else the machine runs."""
+        mine, theirs = self.cpu_us(contender, metric), self.cpu_us(baseline, metric)
+        return theirs / mine if mine and theirs else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "loop": self.loop,

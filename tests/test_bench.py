@@ -105,6 +105,10 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
             else:
                 assert cell and cell != "n/a", (row, contender.name)
     assert text.count("PASS") + text.count("MISS") == len(results["targets"])
+    # The native client's floor is measured, or the report says why not (no C compiler or client library).
+    floor = results["floor"]
+    assert (isinstance(floor, dict) and floor["wall_us"] > floor["cpu_us"] > 0) or floor.startswith("not measured")
+    assert "Physical floor, a native client" in text
     assert mysql_dsn.split("@")[0].split(":")[-1] not in text  # the password stays out of the report
 
 
