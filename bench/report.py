@@ -97,6 +97,14 @@ def machine_info(server_version: str, load_before: str) -> Machine:
     )
 
 
+def _first_figure(load: str) -> float:
+    """The 1-minute figure of a `load_average` string, 0 when there is none."""
+    try:
+        return float(load.split("/")[0])
+    except ValueError:
+        return 0.0
+
+
 @dataclass
 class Target:
     """One same-run ratio and the least it should be (higher is better for each); ``issue`` names where it
@@ -301,6 +309,14 @@ def render(
         f"- Versions: {versions}.",
         "",
     ]
+    busiest = max(_first_figure(machine.load_before), _first_figure(machine.load_after))
+    if machine.cores and busiest > machine.cores:
+        lines += [
+            f"**The machine was busy** (a load average of {busiest:.1f} on {machine.cores} cores): other work took "
+            "CPU from the client, the server and the load generator alike, so operations per second and ratios of "
+            "them move with the scheduler. The client CPU per operation is the steadier guide.",
+            "",
+        ]
     found = targets(pool, http)
     if found:
         lines += [
