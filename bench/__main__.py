@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import shlex
 import sys
@@ -97,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             floor = measure_floor(dsn, queries=300 if quick else 5000, rounds=3 if quick else 7)
             pool = {}
             for loop in LOOPS:
+                if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+                    log("pool micro-benchmark on uvloop: skipped, uvloop not installed (pip install uvloop)")
+                    continue
                 log(f"pool micro-benchmark on {loop}")
                 pool[loop] = run_on(
                     loop,
