@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import shlex
 import sys
@@ -17,8 +18,9 @@ import fastapi_mysqlpool as mp
 from fastapi_mysqlpool.testing import MySQLServer
 
 from .deps import DepsResults, run_deps_bench
+from .floor import Floor, measure_floor
 from .http import HttpResults, run_http_bench
-from .pool import PoolResults, run_pool_bench
+from .pool import LOOPS, PoolResults, run_on, run_pool_bench
 from .report import load_average, machine_info, render, targets, write_region
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -85,22 +87,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     load_before = load_average()
-    pool: PoolResults | None = None
+    pool: dict[str, PoolResults] | None = None
+    floor: Floor | str | None = None
     deps: DepsResults | None = None
     http: dict[str, HttpResults] | None = None
     with _server(args.dsn) as dsn:
         server = _server_version(dsn)
         if args.only in (None, "pool"):
-            log("pool micro-benchmark")
-            pool = asyncio.run(
-                run_pool_bench(
-                    dsn,
-                    rounds=int(pick(args.rounds, 7, 1)),
-                    seconds=pick(args.pool_seconds, 0.5, 0.05),
-                    warmup=not quick,
-                    log=log,
+            log("native client floor")
+            floor = measure_floor(dsn, queries=300 if quick else 5000, rounds=3 if quick else 7)
+            pool = {}
+            for loop in LOOPS:
+                if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+                    log("pool micro-benchmark on uvloop: skipped, uvloop not installed (pip install uvloop)")
+                    continue
+                log(f"pool micro-benchmark on {loop}")
+                pool[loop] = run_on(
+                    loop,
+                    run_pool_bench(
+                        dsn,
+                        rounds=int(pick(args.rounds, 7, 1)),
+                        seconds=pick(args.pool_seconds, 0.5, 0.05),
+                        warmup=not quick,
+                        log=log,
+                    ),
                 )
-            )
         if args.only in (None, "deps"):
             log("dependency cost, in-process")
             deps = asyncio.run(
@@ -121,16 +132,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=log,
             )
     command = _command(list(argv if argv is not None else sys.argv[1:]))
-    generated = render(machine_info(server, load_before), pool, deps, http, command)
+    generated = render(machine_info(server, load_before), pool, deps, http, command, floor)
     write_region(args.output, generated)
     print(generated)
     if args.json is not None:
         found = targets(pool, http)
         figures = {
-            "pool": pool.to_json() if pool else None,
+            "pool": {loop: results.to_json() for loop, results in pool.items()} if pool else None,
+            "floor": floor.to_json() if isinstance(floor, Floor) else floor,
             "deps": deps.to_json() if deps else None,
             "http": {key: results.to_json() for key, results in http.items()} if http else None,
-            "targets": [{"goal": t.goal, "wanted": t.wanted, "measured": t.measured, "met": t.met} for t in found],
+            "targets": [
+                {
+                    "goal": t.goal,
+                    "wanted": t.wanted,
+                    "measured": t.measured,
+                    "met": t.met,
+                    "issue": t.issue,
+                    "cpu": t.cpu,
+                }
+                for t in found
+            ],
         }
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0

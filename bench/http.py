@@ -38,6 +38,7 @@ APPS = (
     ("nodb", "no database (ceiling)"),
     ("handwritten", "hand-written: aiomysql pool + yield dependency"),
     ("mysqlpool", "fastapi_mysqlpool: Depends(get_conn)"),
+    ("mysqlpool_asyncmy", "fastapi_mysqlpool on asyncmy: Depends(get_conn)"),
     ("sqlalchemy", "SQLAlchemy AsyncSession"),
 )
 #: (key, title, uvicorn options, modules it needs): the production configuration first.

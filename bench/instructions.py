@@ -18,7 +18,6 @@ in a tight acquire/release loop.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -29,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import aiomysql
+import asyncmy
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool import _asyncmy
 from fastapi_mysqlpool._aiomysql import Connection
 from fastapi_mysqlpool.testing import MySQLServer
+
+from .pool import LOOPS, run_on
 
 __all__ = ["VARIANTS", "count_instructions", "main"]
 
@@ -46,7 +49,15 @@ VARIANTS = (
     ("aiomysql_pool", "acquire + SELECT 1 + release, aiomysql's pool"),
     ("our_pool_no_query", "acquire + release, fastapi_mysqlpool"),
     ("aiomysql_pool_no_query", "acquire + release, aiomysql's pool"),
+    ("asyncmy_connection", "SELECT 1 on a raw asyncmy connection"),
+    ("our_asyncmy_connection", "SELECT 1 on the pool's asyncmy connection class, used raw"),
+    ("our_pool_asyncmy", "acquire + SELECT 1 + release, fastapi_mysqlpool on asyncmy"),
+    ("asyncmy_pool", "acquire + SELECT 1 + release, asyncmy's pool"),
+    ("our_pool_asyncmy_no_query", "acquire + release, fastapi_mysqlpool on asyncmy"),
+    ("asyncmy_pool_no_query", "acquire + release, asyncmy's pool"),
 )
+#: The raw connection each variant's figure is compared with.
+_FLOOR = {"aiomysql": "aiomysql_connection", "asyncmy": "asyncmy_connection"}
 
 
 async def _select1(conn: Any) -> None:
@@ -58,17 +69,29 @@ async def _select1(conn: Any) -> None:
 async def _run(variant: str, dsn: str, operations: int) -> None:
     """The workload of one variant: ``operations`` operations after a short warm-up."""
     kwargs = mp.parse_dsn(dsn).connect_kwargs
+    conn: Any = None
     if variant in ("aiomysql_connection", "our_connection"):
         conn = (aiomysql.Connection if variant == "aiomysql_connection" else Connection)(**kwargs)
         await conn._connect()
+    elif variant in ("asyncmy_connection", "our_asyncmy_connection"):
+        conn = (asyncmy.Connection if variant == "asyncmy_connection" else _asyncmy.Connection)(**kwargs)
+        await conn.connect()
+    if conn is not None:
         try:
             for _ in range(20 + operations):
                 await _select1(conn)
         finally:
             await conn.ensure_closed()
         return
-    ours = variant.startswith("our_")
-    pool: Any = await (mp.create_pool(dsn=dsn) if ours else aiomysql.create_pool(**kwargs, minsize=1, maxsize=10))
+    pool: Any
+    if variant.startswith("our_pool_asyncmy"):
+        pool = await mp.create_pool(dsn=dsn, driver="asyncmy")
+    elif variant.startswith("our_"):
+        pool = await mp.create_pool(dsn=dsn)
+    elif variant.startswith("asyncmy_"):
+        pool = await asyncmy.create_pool(**kwargs, minsize=1, maxsize=10)
+    else:
+        pool = await aiomysql.create_pool(**kwargs, minsize=1, maxsize=10)
     try:
         query = not variant.endswith("_no_query")
         for _ in range(20 + operations):
@@ -80,10 +103,11 @@ async def _run(variant: str, dsn: str, operations: int) -> None:
         await pool.wait_closed()
 
 
-def _counted(variant: str, dsn: str, operations: int) -> int:
+def _counted(variant: str, dsn: str, operations: int, loop: str) -> int:
     command = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, "-m", "bench.instructions", "--child", variant, "--dsn", dsn, "--operations", str(operations),
+        "--loop", loop,
     ]  # fmt: skip
     # valgrind follows the system allocator far better than Python's own arenas; a fixed
     # hash seed keeps dict and set layouts, and so the instruction count, the same run to run.
@@ -95,13 +119,15 @@ def _counted(variant: str, dsn: str, operations: int) -> int:
     return int(found.group(1))
 
 
-def count_instructions(dsn: str, *, short: int = 200, long: int = 1200) -> dict[str, float]:
-    """Instructions per operation of every variant (callgrind, long run minus short run)."""
+def count_instructions(
+    dsn: str, variants: Sequence[str], *, loop: str = "asyncio", short: int = 200, long: int = 1200
+) -> dict[str, float]:
+    """Instructions per operation of each variant (callgrind, long run minus short run)."""
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed: sudo apt-get install valgrind")
     return {
-        variant: (_counted(variant, dsn, long) - _counted(variant, dsn, short)) / (long - short)
-        for variant, _ in VARIANTS
+        variant: (_counted(variant, dsn, long, loop) - _counted(variant, dsn, short, loop)) / (long - short)
+        for variant in variants
     }
 
 
@@ -109,22 +135,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--dsn", help="use this server instead of starting a throwaway one")
     parser.add_argument("--operations", type=int, default=1000, help="operations per run (child mode)")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="the event loop (default asyncio)")
+    parser.add_argument("--driver", choices=tuple(_FLOOR), help="only the variants of this driver")
     parser.add_argument("--child", choices=[v for v, _ in VARIANTS], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        asyncio.run(_run(args.child, args.dsn, args.operations))
+        run_on(args.loop, _run(args.child, args.dsn, args.operations))
         return 0
+    drivers = [args.driver] if args.driver else list(_FLOOR)
+    chosen = [(v, title) for v, title in VARIANTS if _driver_of(v) in drivers]
     if args.dsn is not None:
-        counts = count_instructions(args.dsn)
+        counts = count_instructions(args.dsn, [v for v, _ in chosen], loop=args.loop)
     else:
         with MySQLServer() as server:
-            counts = count_instructions(server.dsn)
-    print("| operation | instructions | vs SELECT 1 on a raw aiomysql connection |")
+            counts = count_instructions(server.dsn, [v for v, _ in chosen], loop=args.loop)
+    print(f"On {args.loop}:")
+    print()
+    print("| operation | instructions | vs SELECT 1 on the same driver's raw connection |")
     print("|---|---:|---:|")
-    floor = counts["aiomysql_connection"]
-    for variant, title in VARIANTS:
+    for variant, title in chosen:
+        floor = counts[_FLOOR[_driver_of(variant)]]
         print(f"| {title} | {counts[variant]:,.0f} | {counts[variant] / floor:.2f}x |")
     return 0
+
+
+def _driver_of(variant: str) -> str:
+    return "asyncmy" if "asyncmy" in variant else "aiomysql"
 
 
 if __name__ == "__main__":

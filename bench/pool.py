@@ -13,10 +13,10 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomysql
 import asyncmy
@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import fastapi_mysqlpool as mp
 
-__all__ = ["CONTENDERS", "METRICS", "PoolResults", "run_pool_bench"]
+__all__ = ["CONTENDERS", "LOOPS", "METRICS", "PoolResults", "run_on", "run_pool_bench"]
+
+T = TypeVar("T")
 
 #: (key, title) of each workload, in report order.
 METRICS = (
@@ -33,6 +35,9 @@ METRICS = (
     ("select1", "sequential SELECT 1"),
     ("concurrent", "64 tasks on 10 connections"),
 )
+#: The event loops the benchmark runs on, each in a run of its own: asyncio's, and uvloop (what
+#: ``uvicorn[standard]`` runs on).
+LOOPS = ("asyncio", "uvloop")
 TASKS = 64
 MAXSIZE = 10
 #: Operations each of the ``TASKS`` tasks runs per burst of the concurrent workload. Small, so that a
@@ -76,7 +81,7 @@ class Contender:
 class RawAiomysql(Contender):
     """A single aiomysql connection, no pool: the floor any pool adds its cost to."""
 
-    name = "raw aiomysql connection"
+    name = "raw aiomysql"
     conn: Any
 
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
@@ -102,7 +107,7 @@ class RawAiomysql(Contender):
 class RawAsyncmy(RawAiomysql):
     """A single asyncmy connection: what the driver alone costs, for the driver question."""
 
-    name = "raw asyncmy connection"
+    name = "raw asyncmy"
 
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
         self.conn = await asyncmy.connect(**kwargs)
@@ -135,29 +140,35 @@ class _CursorPool(Contender):
 
 
 class MysqlPool(_CursorPool):
-    name = "fastapi_mysqlpool"
+    name = "ours on aiomysql"
+    driver = "aiomysql"
 
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
         # Default options, pre-ping window and all; maxsize 10 is the default too.
-        self.pool = await mp.create_pool(dsn=dsn)
+        self.pool = await mp.create_pool(dsn=dsn, driver=self.driver)
+
+
+class MysqlPoolAsyncmy(MysqlPool):
+    name = "ours on asyncmy"
+    driver = "asyncmy"
 
 
 class AiomysqlPool(_CursorPool):
-    name = "aiomysql pool"
+    name = "aiomysql's pool"
 
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
         self.pool = await aiomysql.create_pool(**kwargs, minsize=1, maxsize=MAXSIZE)
 
 
 class AsyncmyPool(_CursorPool):
-    name = "asyncmy pool"
+    name = "asyncmy's pool"
 
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
         self.pool = await asyncmy.create_pool(**kwargs, minsize=1, maxsize=MAXSIZE)
 
 
 class SQLAlchemyEngine(Contender):
-    name = "SQLAlchemy async engine"
+    name = "SQLAlchemy's async engine"
     acquire_batch = 20
     engine: AsyncEngine
 
@@ -190,13 +201,14 @@ class SQLAlchemyEngine(Contender):
                 (await conn.execute(query)).scalar()
 
 
-#: Every contender, the floor first. Names are the row labels of the report.
+#: Every contender, in the report's column order: ours on each driver, the peers' pools, the raw drivers.
 CONTENDERS: tuple[type[Contender], ...] = (
-    RawAiomysql,
     MysqlPool,
+    MysqlPoolAsyncmy,
     AiomysqlPool,
     AsyncmyPool,
     SQLAlchemyEngine,
+    RawAiomysql,
     RawAsyncmy,
 )
 
@@ -211,6 +223,7 @@ class PoolResults:
 
     rounds: int
     seconds: float
+    loop: str = "asyncio"
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
@@ -227,8 +240,15 @@ class PoolResults:
         theirs = self.median(baseline, baseline_metric or metric)
         return mine / theirs if mine and theirs else None
 
+    def cpu_ratio(self, contender: str, metric: str, baseline: str) -> float | None:
+        """How many times less client CPU per operation ``contender`` takes than ``baseline`` (higher is better,
+        as for `ratio`): the same comparison, much less disturbed by what else the machine runs."""
+        mine, theirs = self.cpu_us(contender, metric), self.cpu_us(baseline, metric)
+        return theirs / mine if mine and theirs else None
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "loop": self.loop,
             "rounds": self.rounds,
             "seconds": self.seconds,
             "median_ops": {
@@ -280,13 +300,24 @@ async def _round(contenders: list[Contender], metric: str, seconds: float) -> di
     return {name: (ops[name] / wall[name], cpu[name] / ops[name] * 1e6) for name in slices}
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on a new event loop of the kind ``loop`` names (`LOOPS`)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 async def run_pool_bench(
     dsn: str, *, rounds: int, seconds: float, warmup: bool = True, log: Callable[[str], None] = print
 ) -> PoolResults:
-    """Open every contender, warm each up, then measure each workload ``rounds`` times, interleaved."""
+    """Open every contender, warm each up, then measure each workload ``rounds`` times, interleaved,
+    on the running event loop."""
     kwargs = mp.parse_dsn(dsn).connect_kwargs
     contenders = [cls() for cls in CONTENDERS]
-    results = PoolResults(rounds=rounds, seconds=seconds)
+    loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+    results = PoolResults(rounds=rounds, seconds=seconds, loop=loop)
     opened: list[Contender] = []
     try:
         for contender in contenders:
@@ -304,7 +335,7 @@ async def run_pool_bench(
                 for name, (rate, cpu_us) in (await _round(order, metric, seconds)).items():
                     results.samples[name][metric].append(rate)
                     results.cpu[name][metric].append(cpu_us)
-            log(f"  pool round {r + 1}/{rounds} done")
+            log(f"  pool round {r + 1}/{rounds} done ({loop})")
     finally:
         for contender in opened:
             await contender.close()

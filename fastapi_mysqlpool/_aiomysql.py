@@ -458,13 +458,17 @@ def session_dirty(conn: aiomysql.Connection, autocommit: bool | None) -> bool:
     transaction, or autocommit differs from the pool's setting (``None``: not checked).
     Result sets still to come (a stored procedure not read to its end) make it dirty too."""
     result = conn._result
-    if result is not None and result.has_next:
+    if result is None:
+        status = conn.server_status
+    elif result.has_next:
         return True
-    status = conn.server_status
-    if result is not None and result.server_status is not None:
+    else:
+        # The result's own status when it has one: the connection's is a property, read only when needed.
         status = result.server_status
-    elif result is not None and not EOF_STATUS_TRACKED and not status & AUTOCOMMIT:
-        return True
+        if status is None:
+            status = conn.server_status
+            if not EOF_STATUS_TRACKED and not status & AUTOCOMMIT:
+                return True
     if conn._unconfirmed:
         return True
     return bool(status & IN_TRANS) or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)

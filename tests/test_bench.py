@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.deps import VARIANTS
 from bench.http import APPS, SERVERS, parse_wrk
-from bench.pool import CONTENDERS, METRICS
+from bench.pool import CONTENDERS, LOOPS, METRICS
 from bench.report import END, START
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,14 +57,18 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
     assert done.returncode == 0, done.stderr
 
     results = json.loads(figures.read_text())
-    ops = results["pool"]["median_ops"]
-    for contender in CONTENDERS:
-        raw = contender.name.startswith("raw ")
-        for metric, _ in METRICS:
-            if raw and metric == "acquire_release":
-                assert metric not in ops[contender.name]
-            else:
-                assert ops[contender.name][metric] > 0, (contender.name, metric)
+    assert list(results["pool"]) == list(LOOPS)  # asyncio and uvloop both ran
+    for loop, pool in results["pool"].items():
+        assert pool["loop"] == loop
+        ops = pool["median_ops"]
+        assert list(ops) == [contender.name for contender in CONTENDERS]
+        for contender in CONTENDERS:
+            raw = contender.name.startswith("raw ")
+            for metric, _ in METRICS:
+                if raw and metric == "acquire_release":
+                    assert metric not in ops[contender.name]
+                else:
+                    assert ops[contender.name][metric] > 0, (loop, contender.name, metric)
     costs = results["deps"]["median_cpu_us"]
     assert all(costs[label] > 0 for label, _ in VARIANTS)
     http = results["http"]
@@ -75,14 +79,36 @@ def test_quick_run_measures_every_contender_and_keeps_the_analysis(mysql_dsn: st
             median = figures["median"][label]
             assert median["rps"] > 0 and median["p99"] >= median["p50"] > 0, (key, label)
             assert median["non_2xx"] == 0, (key, label)
-    assert len(results["targets"]) == 3 + 3 * len(SERVERS)
+    # Per event loop the six pool targets; per uvicorn configuration the two ceiling ones, then the earlier three.
+    assert len(results["targets"]) == 6 * len(LOOPS) + 5 * len(SERVERS)
     assert all(target["measured"] is not None for target in results["targets"])
+    assert [t["issue"] for t in results["targets"]].count("14") == 6 * len(LOOPS) + 2 * len(SERVERS)
 
     text = output.read_text()
     assert text.startswith("# Benchmarks\n\nAnalysis before.\n")
     assert text.endswith(f"{END}\n\nAnalysis after.\n")
     assert "old figures" not in text
     assert "| fastapi_mysqlpool: Depends(get_conn) |" in text
+    assert "| fastapi_mysqlpool on asyncmy: Depends(get_conn) |" in text
+    # The table of the pool: one column per contender, one row per workload and event loop, every cell filled
+    # but the acquire+release of the raw connections, which have nothing to acquire.
+    header = "| | " + " | ".join(contender.name for contender in CONTENDERS) + " |"
+    assert header in text
+    table = text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    assert len(table) == len(METRICS) * len(LOOPS)
+    for row, (metric, loop) in zip(table, [(m, loop) for m, _ in METRICS for loop in LOOPS], strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert f"({loop})" in cells[0], row
+        for contender, cell in zip(CONTENDERS, cells[1:], strict=True):
+            if metric == "acquire_release" and contender.name.startswith("raw "):
+                assert cell == "", row
+            else:
+                assert cell and cell != "n/a", (row, contender.name)
+    assert text.count("PASS") + text.count("MISS") == len(results["targets"])
+    # The native client's floor is measured, or the report says why not (no C compiler or client library).
+    floor = results["floor"]
+    assert (isinstance(floor, dict) and floor["wall_us"] > floor["cpu_us"] > 0) or floor.startswith("not measured")
+    assert "Physical floor, a native client" in text
     assert mysql_dsn.split("@")[0].split(":")[-1] not in text  # the password stays out of the report
 
 
