@@ -150,6 +150,9 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
 
+    def unflag_session_change(self) -> None:
+        self._status &= ~SERVER_SESSION_STATE_CHANGED  # not through the setter, which would mark the change
+
     def closing(self) -> Any:
         return self._writer  # its socket is gone once wait_closed() returns
 

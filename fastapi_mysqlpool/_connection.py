@@ -126,6 +126,10 @@ class PoolConnection:
     def forget_server_state(self) -> None:
         """Drop what the driver keeps of server-side state that COM_RESET_CONNECTION ended (prepared statements)."""
 
+    def unflag_session_change(self) -> None:
+        """Clear the "session changed" flag of the last status the server sent (a change known not to last)."""
+        self.server_status &= ~SERVER_SESSION_STATE_CHANGED
+
     def closing(self) -> Any:
         """What closes the socket and has ``wait_closed()`` (see `until_closed`), None when never connected."""
         raise NotImplementedError
@@ -205,12 +209,17 @@ class PoolConnection:
             affected: int = await super().query(sql, unbuffered)  # type: ignore[misc]  # the driver's
             return affected
         raw = sql.encode(self._encoding, "surrogateescape") if isinstance(sql, str) else sql
+        if self._tracks_sessions and not self._session_changed:
+            # What `_execute_command` would conclude, decided before the limit's own flag is discounted below.
+            self._session_changed = bool(self.server_status & SERVER_SESSION_STATE_CHANGED) or changes_unreported(raw)
         changed = self._session_changed
         try:
             affected = await super().query(with_limit(raw, limit, self.is_mariadb), unbuffered)  # type: ignore[misc]
         finally:
             if not changed and limit_leaves_session(raw):
-                self._session_changed = False  # the server flags the limit itself, then restores it
+                # The server flags the limit itself, then restores it: neither the mark nor the flag counts.
+                self._session_changed = False
+                self.unflag_session_change()
         return affected
 
     async def _own_query(self, sql: str) -> None:

@@ -268,7 +268,7 @@ async def test_a_probe_begun_before_a_wrong_host_error_does_not_undo_it(driver: 
             hosts = pool._hosts
             conn = await pool.acquire()
             proxy.set_latency(0.5)  # the probe's connect takes a few round trips of 0.5 s each
-            probe = asyncio.create_task(hosts.probe_all(pool._opener, pool._reroute))
+            probe = asyncio.create_task(pool._probe_all_hosts())
             await asyncio.sleep(0.1)
             conn.wrong_host = True  # as a 1290 or a read timeout on it marks it
             await pool.release(conn, discard=True)
