@@ -9,9 +9,16 @@ import pymysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._seam import get_driver
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests import _drivers
 from tests._proxy import FaultProxy
+
+# Both drivers' modules are imported here, at collection, rather than on a test's first pool: the pytest plugin
+# makes pytest rewrite the package's modules as it imports them, and CPython 3.11.7's compiler can fail with
+# "AST constructor recursion depth mismatch" when that happens deep inside a running test's stack.
+for _name in _drivers.DRIVER_NAMES:
+    get_driver(_name)
 
 PoolFactory = Callable[..., Awaitable[mp.Pool]]
 
