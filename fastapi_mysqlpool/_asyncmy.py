@@ -287,6 +287,7 @@ class AsyncmyDriver(Driver):
     def abort(self, conn: Connection) -> Coroutine[Any, Any, None] | None:
         proto = conn._proto
         conn.close()
+        conn._connected = False  # close() leaves it set before asyncmy 0.2.18: `conn.connected` would say open
         return None if proto is None else _until_closed(proto)
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
