@@ -107,6 +107,10 @@ class Connection(PoolConnection, asyncmy.Connection):  # type: ignore[misc]
         await super().connect()
         await self.apply_session_settings()
 
+    def close(self) -> None:
+        super().close()
+        self._connected = False  # close() leaves it set before asyncmy 0.2.18: `conn.connected` would say open
+
     async def _fill_buffer(self, need: int) -> None:
         # Every wait for the server's bytes goes through here: the owner's record, and the read timeout's watch.
         self._waiting = asyncio.current_task()

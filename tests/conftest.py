@@ -22,6 +22,32 @@ for _name in _drivers.DRIVER_NAMES:
 
 PoolFactory = Callable[..., Awaitable[mp.Pool]]
 
+# The fixtures that start a replica set or a Galera cluster, and what a docs example (tests/test_docs.py) that
+# starts one contains. Their tests exercise the servers' side of failover rather than the client libraries, so
+# the run on the lowest supported versions (`make test-lowest`) leaves out the `cluster` marker they get here;
+# `make test`, on the newest versions, runs them with everything else.
+CLUSTER_FIXTURES = frozenset({"replica_set", "private_replica_set", "galera_cluster", "private_galera_cluster"})
+CLUSTER_CODE = (*CLUSTER_FIXTURES, "ReplicaSet(", "GaleraCluster(")
+
+
+def _uses_a_cluster(item: pytest.Item) -> bool:
+    if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    code = getattr(callspec.params.get("example"), "code", "") if callspec is not None else ""
+    return any(word in code for word in CLUSTER_CODE)
+
+
+# Run first: after an upgrade of a driver or of FastAPI, the first failure then names the private it changed.
+FIRST_MODULE = "test_driver_privates.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_a_cluster(item):
+            item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.path.name != FIRST_MODULE)  # stable: the rest keep their order
+
 
 @pytest.fixture(params=_drivers.DRIVER_NAMES)
 def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
