@@ -281,28 +281,26 @@ def check_state(what: str, obj: Any, expected: dict[str, type | None]) -> None:
             assert isinstance(value, expected_type), f"the driver's {what}.{name} is a {type(value).__name__}"
 
 
-async def test_aiomysql_connection_state(mysql_server: MySQLServer | ExternalServer) -> None:
-    driver = get_driver("aiomysql")
+# Each driver's live state: (driver, its table, the name of the object under the connection that holds the stream).
+_LIVE_STATE = [("aiomysql", AIOMYSQL_STATE, "reader", "_reader"), ("asyncmy", ASYNCMY_STATE, "protocol", "_proto")]
+
+
+@pytest.mark.parametrize(("name", "table", "stream", "attribute"), _LIVE_STATE, ids=[d for d, *_ in _LIVE_STATE])
+async def test_driver_connection_state(
+    name: str,
+    table: dict[str, dict[str, type | None]],
+    stream: str,
+    attribute: str,
+    mysql_server: MySQLServer | ExternalServer,
+) -> None:
+    driver = get_driver(name)
     conn = await driver.connect({**mysql_server.connect_kwargs, "connect_timeout": 10})
     try:
         async with await driver.cursor(conn, dict_rows=False) as cur:
             await cur.execute("SELECT 1")
-        check_state("connection", conn, AIOMYSQL_STATE["connection"])
-        check_state("stream reader", conn._reader, AIOMYSQL_STATE["reader"])
-        check_state("result", conn._result, AIOMYSQL_STATE["result"])
-    finally:
-        await asyncio.wait_for(driver.quit(conn), 10)
-
-
-async def test_asyncmy_connection_state(mysql_server: MySQLServer | ExternalServer) -> None:
-    driver = get_driver("asyncmy")
-    conn = await driver.connect({**mysql_server.connect_kwargs, "connect_timeout": 10})
-    try:
-        async with await driver.cursor(conn, dict_rows=False) as cur:
-            await cur.execute("SELECT 1")
-        check_state("connection", conn, ASYNCMY_STATE["connection"])
-        check_state("protocol", conn._proto, ASYNCMY_STATE["protocol"])
-        check_state("result", conn._result, ASYNCMY_STATE["result"])
+        check_state("connection", conn, table["connection"])
+        check_state(stream, getattr(conn, attribute), table[stream])
+        check_state("result", conn._result, table["result"])
     finally:
         await asyncio.wait_for(driver.quit(conn), 10)
 
