@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 import asyncmy
@@ -58,6 +59,12 @@ MySQLResult: Any = _connection.MySQLResult
 class _Result(MySQLResult):  # type: ignore[misc]
     """A result that keeps the status flags of the EOF packet that ends it (see the module docstring)."""
 
+    def __del__(self) -> None:
+        # asyncmy's finalizer calls its coroutine that reads the rest of an unbuffered result without awaiting it
+        # (a "never awaited" warning on asyncmy 0.2.13). Rows still due when a result dies belong to a connection the
+        # pool has discarded or reset: there is nothing to read.
+        pass
+
     def _check_packet_is_eof(self, packet: Any) -> bool:
         if not super()._check_packet_is_eof(packet):
             return False
@@ -73,7 +80,20 @@ class _Result(MySQLResult):  # type: ignore[misc]
         return True
 
 
-class Connection(PoolConnection, asyncmy.Connection):  # type: ignore[misc]
+class _Asyncmy(asyncmy.Connection):  # type: ignore[misc]
+    """asyncmy's connection, with what its older versions get wrong put right beneath the pool's layer."""
+
+    async def _execute_command(self, command: int, sql: Any) -> None:
+        result = self._result
+        if result is not None and result.unbuffered_active:
+            # asyncmy 0.2.13 starts the read of the rows still due without awaiting it, then sends the command:
+            # every later answer is read out of sequence. They are read here, after aiomysql's warning.
+            warnings.warn("Previous unbuffered result was left incomplete", stacklevel=2)
+            await result._finish_unbuffered_query()
+        await super()._execute_command(command, sql)
+
+
+class Connection(PoolConnection, _Asyncmy):
     """The connection the pool opens: ``asyncmy.Connection`` with exact transaction and session status, an owner
     and a broken flag (see the module docstring)."""
 

@@ -79,6 +79,7 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("asyncmy.connection", "MySQLResult", CLASS),
     ("asyncmy.connection", "MySQLResult._check_packet_is_eof", METHOD),
     ("asyncmy.connection", "MySQLResult.init_unbuffered_query", COROUTINE),
+    ("asyncmy.connection", "MySQLResult._finish_unbuffered_query", COROUTINE),
     ("asyncmy.connection", "MySQLResult.read", COROUTINE),
     ("asyncmy.connection", "_MySQLProtocol.wait_closed", COROUTINE),
     ("asyncmy.protocol", "MysqlPacket.get_all_data", METHOD),
