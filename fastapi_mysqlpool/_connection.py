@@ -28,7 +28,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from ._errors import PoolMisuse
 from ._read_timeout import ReadWatchdog
-from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
+from ._seam import BROKEN, POOL_TASK, READY, RESTORE, ROLLBACK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import limit_leaves_session, session_sql, with_limit
 
@@ -40,6 +40,7 @@ __all__ = [
     "PoolDriver",
     "changes_unreported",
     "error_families",
+    "session_changed",
 ]
 
 COM_QUERY = 0x03
@@ -71,6 +72,12 @@ def changes_unreported(sql: str | bytes) -> bool:
     if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low):
         return _UNREPORTED.search(low) is not None
     return False
+
+
+def session_changed(conn: PoolConnection) -> bool:
+    """The server flagged a change (on any answer since the session was settled, the last one included), a
+    statement did what the server does not report, or the server does not track sessions at all."""
+    return conn._session_changed or not conn._tracks_sessions or bool(conn.server_status & SERVER_SESSION_STATE_CHANGED)
 
 
 class OpenedWith(NamedTuple):
@@ -342,14 +349,23 @@ class PoolDriver(Driver):
     def set_owned(self, conn: PoolConnection, owned: bool) -> None:
         conn._released = not owned
 
+    # `take` and `released` are the seam's, with the ownership mark set in place: the acquire and release paths.
+    def take(self, conn: PoolConnection, autocommit: bool | None) -> bool:
+        if not self.is_clean(conn) or self.session_dirty(conn, autocommit):
+            return False
+        conn._released = False
+        return True
+
+    def released(self, conn: PoolConnection, autocommit: bool | None, exact: bool) -> int:
+        conn._released = True
+        if not self.is_clean(conn):
+            return BROKEN
+        if exact and session_changed(conn):
+            return RESTORE
+        return ROLLBACK if self.session_dirty(conn, autocommit) else READY
+
     def session_changed(self, conn: PoolConnection) -> bool:
-        """The server flagged a change (on any answer since the session was settled, the last one included), a
-        statement did what the server does not report, or the server does not track sessions at all."""
-        return (
-            conn._session_changed
-            or not conn._tracks_sessions
-            or bool(conn.server_status & SERVER_SESSION_STATE_CHANGED)
-        )
+        return session_changed(conn)
 
     def settle_session(self, conn: PoolConnection) -> None:
         conn.settle_session()

@@ -19,7 +19,7 @@ from ._config import PoolOptions
 from ._credentials import ConnectionOpener
 from ._entry import Entry
 from ._errors import HookError, PoolTimeout
-from ._hooks import Hooks, ping_and_check, run_hook
+from ._hooks import Hooks, check_left_clean, ping_and_check, run_hook
 from ._hosts import HostSet, parse_hosts
 from ._reconnect import Reconnect, connect_error, describe
 from ._seam import Conn, Driver, is_transient_connect_error
@@ -198,7 +198,8 @@ class Connector:
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(ping_and_check(self._driver, entry.conn, self._hooks.check), timeout)
+            checked = ping_and_check(self._driver, entry.conn, self._hooks.check, self._autocommit)
+            await asyncio.wait_for(checked, timeout)
         except HookError as exc:
             logger.warning(
                 "pool %s: %s; connection discarded", self._name, exc,
@@ -216,11 +217,14 @@ class Connector:
 
     async def _reset(self, conn: Conn, full: bool) -> None:
         await self._driver.reset(conn, full=full, autocommit=self._autocommit)
-        if full and self._hooks.configure is not None:
+        hooks = self._hooks
+        if full and hooks.configure is not None:
             # The full reset cleared what the hook set up when the connection was opened.
-            await run_hook("configure", self._hooks.configure, conn)
-        if self._hooks.reset is not None:
-            await run_hook("reset", self._hooks.reset, conn)
+            await run_hook("configure", hooks.configure, conn)
+            check_left_clean("configure", hooks.configure, self._driver, conn, self._autocommit)
+        if hooks.reset is not None:
+            await run_hook("reset", hooks.reset, conn)
+            check_left_clean("reset", hooks.reset, self._driver, conn, self._autocommit)
         # What the hooks set is part of the session every acquirer gets, not a change to reset.
         self._driver.settle_session(conn)
 

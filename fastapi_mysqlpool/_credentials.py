@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ._hooks import Hook, run_hook
+from ._hooks import Hook, check_left_clean, run_hook
 from ._seam import Conn, Driver, error_code
 
 __all__ = ["ACCESS_DENIED", "ConnectArgs", "ConnectionOpener", "PasswordSource", "check_sources"]
@@ -116,6 +116,7 @@ class ConnectionOpener:
             if self._configure is not None:
                 try:
                     await run_hook("configure", self._configure, conn)
+                    check_left_clean("configure", self._configure, driver, conn, self._static.get("autocommit", False))
                 except BaseException:
                     closing = driver.abort(conn)
                     if closing is not None:

@@ -25,7 +25,7 @@ from typing import Any
 from ._errors import HookError
 from ._seam import Conn, Driver
 
-__all__ = ["Hook", "Hooks", "ping_and_check", "run_hook"]
+__all__ = ["Hook", "Hooks", "check_left_clean", "ping_and_check", "run_hook"]
 
 Hook = Callable[[Conn], Awaitable[Any]]
 
@@ -83,8 +83,20 @@ async def run_hook(kind: str, fn: Hook, conn: Conn) -> Any:
     return result
 
 
-async def ping_and_check(driver: Driver, conn: Conn, check: Hook | None) -> None:
+def check_left_clean(kind: str, fn: Hook, driver: Driver, conn: Conn, autocommit: bool | None) -> None:
+    """What a hook leaves is what the next acquirer gets, unchecked (only a release is checked): it must end what
+    it starts. A transaction, unread results or an autocommit mode other than the pool's fail the hook."""
+    if driver.session_dirty(conn, autocommit):
+        raise HookError(
+            f"{kind} hook {_name(fn)} left the session in a transaction, with unread results or with autocommit "
+            f"other than the pool's (autocommit={autocommit}): commit or roll back what it starts inside the hook"
+        )
+
+
+async def ping_and_check(driver: Driver, conn: Conn, check: Hook | None, autocommit: bool | None) -> None:
     """The pre-ping: COM_PING, then the ``check`` hook when one is set."""
     await driver.ping(conn)
-    if check is not None and await run_hook("check", check, conn) is False:
-        raise HookError(f"check hook {_name(check)} rejected the connection")
+    if check is not None:
+        if await run_hook("check", check, conn) is False:
+            raise HookError(f"check hook {_name(check)} rejected the connection")
+        check_left_clean("check", check, driver, conn, autocommit)

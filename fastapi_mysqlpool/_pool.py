@@ -4,7 +4,9 @@ The pool owns where each connection is; each mechanism around it has a module of
 `Entry` (``_entry``) a connection's times, predicates and leak watch; `Waiters` (``_waiters``) the
 FIFO queue and its deadline timer; `Reconnect` (``_reconnect``) the outage, backoff and retry token;
 `PoolStats` (``_stats``) counters and histograms; ``_maintenance`` the background verdicts on idle
-connections; ``_resize`` the validation of new sizes; ``_acquire`` what ``acquire()`` returns.
+connections; ``_resize`` the validation of new sizes; ``_acquire`` what ``acquire()`` returns;
+`Connector` (``_connector``) the I/O of opening, checking, resetting and closing one connection, through
+the driver seam; `PoolSurface` (``_surface``) what the pool shows (properties, ``stats()``, aiomysql's idioms).
 
 Invariants, kept by every method below and checked by the stress tests:
 
@@ -27,13 +29,11 @@ import asyncio
 import functools
 import logging
 import time
-import warnings
 from collections import deque
-from collections.abc import Callable, Generator
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from ._acquire import AcquireContext, HeldConnection
+from ._acquire import AcquireContext
 from ._config import PoolOptions
 from ._connector import Connector, discard
 from ._entry import Entry
@@ -43,10 +43,10 @@ from ._hosts import parse_hosts
 from ._maintenance import CHECK, KEEPALIVE, Verdict, run_maintenance, stale_verdict
 from ._reconnect import describe
 from ._resize import resized, retire_first
-from ._retry import Transaction, run_transaction
-from ._seam import Conn, Driver, get_driver
+from ._seam import BROKEN, READY, RESTORE, Conn, get_driver
 from ._statement import check_statement_time
 from ._stats import PoolStats, SlowAcquireLog
+from ._surface import PoolSurface
 from ._tasks import PoolTasks
 from ._waiters import Waiter, Waiters
 
@@ -54,11 +54,9 @@ __all__ = ["Pool"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
-_T = TypeVar("_T")
 
-
-class Pool:
-    """An asyncio pool of aiomysql connections, API-compatible with ``aiomysql.Pool``.
+class Pool(PoolSurface):
+    """An asyncio pool of aiomysql or asyncmy connections, API-compatible with ``aiomysql.Pool``.
 
     Create it with `create_pool`. Beyond aiomysql it adds an acquire timeout, a bounded
     FIFO queue, reset and discard on release, pre-ping, lifetime and idle retirement,
@@ -114,72 +112,6 @@ class Pool:
         self._released: asyncio.Future[None] = self._loop.create_future()
         self._released.set_result(None)
 
-    # ------------------------------------------------------------------ surface
-
-    @property
-    def name(self) -> str:
-        """The pool's name: ``name=`` or host:port/db. Used in logs, errors, stats and metrics."""
-        return self._name
-
-    @property
-    def options(self) -> PoolOptions:
-        """The validated `PoolOptions` the pool runs with."""
-        return self._options
-
-    @property
-    def minsize(self) -> int:
-        """Connections kept open even when idle."""
-        return self._options.minsize
-
-    @property
-    def maxsize(self) -> int:
-        """Upper bound on open connections."""
-        return self._options.maxsize
-
-    @property
-    def size(self) -> int:
-        """Open connections, plus those being opened or checked."""
-        return len(self._free) + len(self._in_use) + self._opening + self._checking
-
-    @property
-    def freesize(self) -> int:
-        """Idle connections ready to be handed out."""
-        return len(self._free)
-
-    @property
-    def closed(self) -> bool:
-        """True once `wait_closed()` has finished, as in aiomysql."""
-        return self._closed
-
-    @property
-    def driver(self) -> Driver:
-        """The driver the pool's connections belong to (``driver=`` option): aiomysql or asyncmy."""
-        return self._driver
-
-    @property
-    def last_error(self) -> str | None:
-        """The last connect error, masked; None before the first one."""
-        return self._reconnect.last_error
-
-    @property
-    def _used(self) -> set[Conn]:
-        # The connections callers hold, under the name aiomysql's pool gives them (not those being reset).
-        return {conn for conn, entry in self._in_use.items() if not entry.resetting}
-
-    @property
-    def echo(self) -> bool:
-        """Whether connections log their SQL, as aiomysql's ``echo=True``."""
-        return bool(self._connect_kwargs.get("echo", False))
-
-    def __repr__(self) -> str:
-        return (
-            f"<Pool {self._name!r} {self._state()} size={self.size}/{self.maxsize} "
-            f"free={len(self._free)} in_use={len(self._in_use)} waiting={len(self._queue)}>"
-        )
-
-    def _state(self) -> str:
-        return "closed" if self._closed else "closing" if self._closing else "open"
-
     def acquire(self, timeout: float | None = None, *, max_statement_time: float | None = None) -> AcquireContext:
         """Get a connection: ``async with pool.acquire() as conn`` or ``conn = await pool.acquire()``.
 
@@ -217,15 +149,6 @@ class Pool:
         self._sweep_idle(retire_first(self.size - self.maxsize))  # least recently used first
         self._excess = max(0, self.size - self.maxsize)
         self._meet_demand()
-
-    async def run_transaction(
-        self, fn: Transaction[_T], *, retries: int = 3, acquire_timeout: float | None = None
-    ) -> _T:
-        """Run ``await fn(conn)`` in a transaction and commit it; rerun it, up to ``retries`` more
-        times with jittered backoff, when the server rolled it back for a deadlock (1213, also a
-        Galera certification failure) or a lock wait timeout under ``innodb_rollback_on_timeout``.
-        A connection lost during COMMIT raises `CommitOutcomeUnknown` and is never rerun."""
-        return await run_transaction(self, fn, retries=retries, acquire_timeout=acquire_timeout)
 
     async def clear(self) -> None:
         """Replace every connection opened before this call: idle ones close now, the others
@@ -280,51 +203,6 @@ class Pool:
         # Let transports finish closing their sockets before the loop may be closed.
         await asyncio.sleep(0)
         self._closed = True
-
-    def __enter__(self) -> None:
-        raise PoolMisuse('a pool is not a context manager: use "async with pool.acquire() as conn"')
-
-    def __exit__(self, *args: object) -> None:
-        pass  # never reached: __enter__ raises
-
-    def __await__(self) -> Generator[Any, None, HeldConnection]:
-        # aiomysql's deprecated ``with await pool as conn`` idiom, kept for code migrating from it.
-        warnings.warn(
-            'with await pool as conn is deprecated, use "async with pool.acquire() as conn" instead',
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        conn = yield from self._acquire(None).__await__()
-        return HeldConnection(self, conn)
-
-    async def __aenter__(self) -> Pool:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-        await self.wait_closed()
-
-    def stats(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of the pool's state and counters."""
-        return {
-            "name": self._name,
-            "state": self._state(),
-            "minsize": self.minsize,
-            "maxsize": self.maxsize,
-            "size": self.size,
-            "free": len(self._free),
-            "in_use": len(self._in_use),
-            "waiting": len(self._queue),
-            "opening": self._opening,
-            "checking": self._checking,
-            **self._stats.snapshot(),
-            "last_error": self.last_error,
-            # Several hosts: each one's role and state (host:port, never credentials); the server's limits.
-            "hosts": self._hosts.snapshot(),
-            "limits": self._hosts.limits,
-        }
 
     # ------------------------------------------------------------ opening
 
@@ -428,11 +306,9 @@ class Pool:
         if now - entry.last_used > self._ping_window or now >= entry.expires:
             return None
         conn = entry.conn
-        driver = self._driver
-        if not driver.is_clean(conn) or driver.session_dirty(conn, self._autocommit):
+        if not self._driver.take(conn, self._autocommit):
             return None  # _pop_usable_idle retires it
         free.pop()
-        driver.set_owned(conn, True)
         self._in_use[conn] = entry
         entry.acquired_at = now
         stats = self._stats
@@ -449,8 +325,16 @@ class Pool:
             raise PoolClosed(f"pool {self._name!r} is closed")
         started = self._now()
         deadline = started + (self._options.acquire_timeout if timeout is None else timeout)
-        entry = self._take_fresh_or_check(started) if not self._queue else None
-        if entry is None:
+        # The most recently used idle connection, if it needs no check. One idle past the pre-ping window goes to a
+        # check task, and the caller queues for the oldest waiter's turn: the caller's deadline never cuts a ping
+        # short (discarding a healthy connection), and a caller cancelled meanwhile cannot take it down with it.
+        popped = self._pop_usable_idle(started) if not self._queue else None
+        if popped is not None and popped[1]:
+            entry = popped[0]
+            self._in_use[entry.conn] = entry
+        else:
+            if popped is not None:
+                self._check_idle(popped[0])
             entry = await self._wait(started, deadline)
         now = self._now()
         waited = now - started
@@ -465,24 +349,6 @@ class Pool:
         if limit is not None:
             entry.conn.statement_limit = limit
         return entry.conn
-
-    def _take_fresh_or_check(self, now: float) -> Entry | None:
-        """Take the most recently used idle connection, now in use, if it needs no check.
-
-        One that sat idle past the pre-ping window is handed to a check task instead, and
-        the caller queues: the checked connection goes to the oldest waiter. So the caller's
-        deadline never cuts a ping short (which would discard a healthy connection), and a
-        caller cancelled meanwhile cannot take the connection down with it.
-        """
-        popped = self._pop_usable_idle(now)
-        if popped is None:
-            return None
-        entry, fresh = popped
-        if fresh:
-            self._in_use[entry.conn] = entry
-            return entry
-        self._check_idle(entry)
-        return None
 
     def _pop_usable_idle(self, now: float) -> tuple[Entry, bool] | None:
         """Pop the most recently used idle connection, retiring expired and broken ones on
@@ -617,9 +483,8 @@ class Pool:
                 self._terminated.discard(conn)
                 return None
             raise PoolMisuse(f"pool {self._name!r}: connection released twice or not acquired from this pool")
-        driver = self._driver
         # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
-        driver.set_owned(conn, False)
+        state = self._driver.released(conn, self._autocommit, self._exact_reset)
         now = self._now()
         self._stats.use_time.observe(now - entry.acquired_at)
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
@@ -627,11 +492,11 @@ class Pool:
             entry.end_leak_watch(now, self._name)
         if self._closing:
             self._forget(entry)
-            if driver.is_clean(conn):  # the server rolls back an open transaction at COM_QUIT
+            if state != BROKEN:  # the server rolls back an open transaction at COM_QUIT
                 return self._connector.retire(entry, "shutdown")
             self._close_entry_now(entry, "shutdown")
             return None
-        if discard or not driver.is_clean(conn):
+        if discard or state == BROKEN:
             self._forget(entry)
             self._close_entry_now(entry, "broken")
             self._meet_demand()
@@ -646,8 +511,8 @@ class Pool:
             self._meet_demand()
             return self._connector.retire(entry, "rerouted")
         entry.last_used = now
-        full = self._full_reset or (self._exact_reset and driver.session_changed(conn))
-        if full or self._always_reset or driver.session_dirty(conn, self._autocommit):
+        if state != READY or self._always_reset:
+            full = self._full_reset or state == RESTORE
             entry.resetting = True
             return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]

@@ -25,8 +25,12 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from ._errors import HookError
 
 __all__ = [
+    "BROKEN",
     "DRIVERS",
     "POOL_TASK",
+    "READY",
+    "RESTORE",
+    "ROLLBACK",
     "Conn",
     "Driver",
     "ErrorFamily",
@@ -66,6 +70,11 @@ _UNKNOWN_NAME = frozenset(
 )
 
 _loaded: dict[str, Driver] = {}
+
+#: What a connection given back needs before its next user (`Driver.released`): nothing; a rollback (a
+#: transaction, result sets still to come, or another autocommit mode); the full reset (the session's state
+#: changed); or nothing any more, because it cannot be reused.
+READY, ROLLBACK, RESTORE, BROKEN = 0, 1, 2, 3
 
 #: True inside the pool's own tasks (reset, check, close, open): the work a given-back connection still
 #: allows (see `Driver.set_owned`). Each task runs in a copy of the context, so setting it in one of the
@@ -125,6 +134,26 @@ class Driver(abc.ABC):
         saying it was used after its release, except in the pool's own tasks (`POOL_TASK`), and makes a
         command sent while another task's command still waits for its answer raise `PoolMisuse` too. The
         check is an attribute test per command. The default checks nothing."""
+
+    def take(self, conn: Any, autocommit: bool | None) -> bool:
+        """At acquire, one call: whether idle ``conn`` is fit to hand out (`is_clean`, and not `session_dirty`: a
+        release made it idle clean, so that only a defect could change it), and if so, mark it handed out
+        (`set_owned`)."""
+        if not self.is_clean(conn) or self.session_dirty(conn, autocommit):
+            return False
+        self.set_owned(conn, True)
+        return True
+
+    def released(self, conn: Any, autocommit: bool | None, exact: bool) -> int:
+        """At release, one call: mark ``conn`` given back (`set_owned`) and say what it needs before reuse:
+        `BROKEN` when it is not `is_clean`, `RESTORE` when ``exact`` and `session_changed`, `ROLLBACK` when
+        `session_dirty`, else `READY`."""
+        self.set_owned(conn, False)
+        if not self.is_clean(conn):
+            return BROKEN
+        if exact and self.session_changed(conn):
+            return RESTORE
+        return ROLLBACK if self.session_dirty(conn, autocommit) else READY
 
     def session_changed(self, conn: Any) -> bool:
         """Whether the session's state (current database, variables, character set, temporary tables,
