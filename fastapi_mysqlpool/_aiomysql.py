@@ -481,7 +481,8 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     """Cheap, I/O-free check: socket open, no EOF, no unread result, and no stray bytes
     other than the result sets still announced (which the reset on release reads)."""
     reader = conn._reader
-    if reader is None or reader.eof_received or reader.exception() is not None or conn._broken:
+    # ``_eof_received`` is what aiomysql's ``eof_received`` property returns, without the property's call.
+    if reader is None or reader._eof_received or reader.exception() is not None or conn._broken:
         return False
     result = conn._result
     if result is not None and result.unbuffered_active:

@@ -360,7 +360,9 @@ class PoolDriver(Driver):
         conn._released = True
         if not self.is_clean(conn):
             return BROKEN
-        if exact and session_changed(conn):
+        if exact and (
+            conn._session_changed or not conn._tracks_sessions or conn.server_status & SERVER_SESSION_STATE_CHANGED
+        ):  # session_changed(conn), inlined: the release path
             return RESTORE
         return ROLLBACK if self.session_dirty(conn, autocommit) else READY
 

@@ -158,7 +158,13 @@ AIOMYSQL_STATE: dict[str, dict[str, type | None]] = {
         "server_capabilities": int,
         "use_unicode": bool,
     },
-    "reader": {"_buffer": bytearray, "_eof": bool, "_exception": type(None), "eof_received": bool},
+    "reader": {
+        "_buffer": bytearray,
+        "_eof": bool,
+        "_eof_received": bool,
+        "_exception": type(None),
+        "eof_received": bool,
+    },
     "result": {
         "affected_rows": int,
         "connection": None,
