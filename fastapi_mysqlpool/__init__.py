@@ -6,6 +6,8 @@ FastAPI integration: a lifespan hook, per-request dependencies and a stats/healt
 
 from __future__ import annotations
 
+import types
+
 from ._config import PoolOptions, mask_dsn, parse_dsn
 from ._create import create_pool
 from ._errors import CommitOutcomeUnknown, HookError, PoolClosed, PoolError, PoolMisuse, PoolTimeout, TooManyWaiters
@@ -93,6 +95,7 @@ __all__ = [
 # module that happens to define it.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type):
+    # A generic alias (``Callable[...]``) passes for a type before Python 3.11, and its __module__ is read-only.
+    if isinstance(_obj, type) and not isinstance(_obj, types.GenericAlias):
         _obj.__module__ = __name__
 del _name, _obj
