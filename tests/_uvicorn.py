@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,10 @@ def uvicorn_server(app: str, env: dict[str, str], *, workers: int = 1, ready: st
     """Serve ``app`` ("module:attribute") on a free port; yield its base URL once ``ready`` answers.
 
     On exit uvicorn is stopped with SIGTERM (a graceful shutdown: lifespans run) and waited for.
+
+    The server's output goes to a temporary file, not to a pipe: nothing reads a pipe while the tests run, and
+    once a pipe's buffer (64 KiB on Linux) is full, uvicorn's next log line blocks its event loop, so every
+    later request hangs. A few logged tracebacks fill it.
     """
     port = free_port()
     command = [
@@ -44,37 +49,36 @@ def uvicorn_server(app: str, env: dict[str, str], *, workers: int = 1, ready: st
     ]
     if workers > 1:
         command += ["--workers", str(workers)]
-    proc = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"uvicorn exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}"
-                )
-            try:
-                if httpx.get(base + ready, timeout=2).status_code < 500:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer {ready} within 60 s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    output.seek(0)
+                    raise RuntimeError(
+                        f"uvicorn exited with {proc.returncode}:\n{output.read().decode(errors='replace')}"
+                    )
+                try:
+                    if httpx.get(base + ready, timeout=2).status_code < 500:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not answer {ready} within 60 s")
+                time.sleep(0.1)
+            yield base
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
