@@ -970,11 +970,12 @@ async def test_a_half_read_unbuffered_result_dies_with_its_connection_quietly(ma
     cur = conn.cursor(_drivers.unbuffered_cursor())
     if inspect.isawaitable(cur):  # aiomysql's cursor() is a coroutine, asyncmy's is not
         cur = await cur
-    await cur.execute("SELECT seq FROM seq_1_to_20000")
+    # Rows of 8 KB, one a millisecond: the server sends them as they come, so the read waits, and a cancel cuts it.
+    await cur.execute("SELECT REPEAT('x', 8000), SLEEP(0.001) FROM seq_1_to_2000")
     assert len(await cur.fetchmany(10)) == 10
     if end == "cancelled":
         task = asyncio.create_task(cur.fetchall())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
