@@ -7,8 +7,12 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# The virtualenv of `make test-lowest`, with every requirement at its lower bound (constraints/lowest.txt).
+# The virtualenv of `make test-lowest`, with every requirement at its lower bound (constraints/lowest.txt), on the
+# lowest Python the package supports when the machine has one: a python3.10 on the PATH or installed by pyenv
+# (whose shim may not run it); else $(PYTHON), and the run says so.
 LOWEST_VENV ?= .venv-lowest
+LOWEST_PYTHON ?= $(or $(shell for p in $$(command -v python3.10) $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do \
+	"$$p" -c "import venv" >/dev/null 2>&1 && { echo "$$p"; break; }; done),$(PYTHON))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,6 +36,7 @@ test: server clusters browser wrk $(VENV)/.installed
 # unclosed plain transport is reported as a ResourceWarning).
 LOWEST_KNOWN_FAILING := --ignore=tests/test_fastapi_streaming.py --ignore=tests/test_reliability_tls.py
 test-lowest: server clusters browser wrk $(LOWEST_VENV)/.installed
+	@$(LOWEST_VENV)/bin/python -c "import sys; print('lowest versions, on Python', sys.version.split()[0])"
 	$(LOWEST_VENV)/bin/python -m pytest -m "not cluster" $(LOWEST_KNOWN_FAILING)
 
 check: $(VENV)/.installed
@@ -62,10 +67,11 @@ clusters: server
 	fi
 
 # The dashboard tests drive a real headless chromium. Debian names the package chromium, Ubuntu chromium-browser.
+# APT_INSTALL is an && chain: each alternative runs in a subshell of its own.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
 		echo "Installing chromium (the dashboard tests render the page in a headless browser)"; \
-		$(APT_INSTALL) chromium || $(APT_INSTALL) chromium-browser; \
+		( $(APT_INSTALL) chromium ) || ( $(APT_INSTALL) chromium-browser ); \
 	fi
 
 # The HTTP benchmark (and its quick run in the tests) loads the apps with wrk.
@@ -96,7 +102,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.created
 # Built anew whenever the bounds change, so that no version of an earlier install is left behind.
 $(LOWEST_VENV)/.installed: pyproject.toml constraints/lowest.txt | python
 	rm -rf $(LOWEST_VENV)
-	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LOWEST_VENV)/bin/python -m pip install -q -c constraints/lowest.txt -e '.[dev,docs]'
 	touch $@

@@ -211,9 +211,12 @@ async def test_a_reset_hook_that_hangs_is_bounded_by_reset_timeout(make_pool: Po
     pool = await make_pool(minsize=0, maxsize=1, reset=hang, reset_timeout=0.2)
     async with pool.acquire():
         pass
-    async with asyncio.timeout(5):
+
+    async def acquire_again() -> None:
         async with pool.acquire():
             pass
+
+    await asyncio.wait_for(acquire_again(), 5)
     assert pool.stats()["closed_total"]["reset_failed"] >= 1
 
 
