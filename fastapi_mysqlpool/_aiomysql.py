@@ -125,6 +125,8 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     # The last status flags the server sent (see the module docstring).
     _status = 0
     _password: Any
+    # The writer that close() dropped (see `closing`).
+    _closed_writer: Any = None
     interface_error = pymysql.err.InterfaceError
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -153,8 +155,16 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     def unflag_session_change(self) -> None:
         self._status &= ~SERVER_SESSION_STATE_CHANGED  # not through the setter, which would mark the change
 
+    def close(self) -> None:
+        # aiomysql drops its writer here, also at the end of ensure_closed(), its COM_QUIT; `closing` still needs
+        # it: a TLS transport closes its socket only after the shutdown exchange with the server.
+        if self._writer is not None:
+            self._closed_writer = self._writer
+        super().close()
+
     def closing(self) -> Any:
-        return self._writer  # its socket is gone once wait_closed() returns
+        # Its socket is gone once wait_closed() returns; the writer of the last transport, closed or not.
+        return self._writer if self._writer is not None else self._closed_writer
 
     def escape_known(self, obj: Any, mapping: Any) -> str | None:
         # aiomysql passes its own encoders; PyMySQL's encoder table decides, as aiomysql < 1.2 did.

@@ -75,6 +75,12 @@ def closed(conn: Any) -> bool:
     return bool(conn.closed) if current() == "aiomysql" else not conn.connected
 
 
+def socket_of(conn: Any) -> Any:
+    """The socket under the connection's transport (the TLS one's, once TLS is up), as asyncio exposes it."""
+    transport = conn._writer.transport if current() == "aiomysql" else conn._transport
+    return transport.get_extra_info("socket")
+
+
 def reset_socket(conn: Any) -> None:
     """Tell the connection's protocol what asyncio tells it on a TCP reset."""
     protocol = conn._writer._protocol if current() == "aiomysql" else conn._proto

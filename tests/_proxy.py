@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import random
 import socket
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -53,9 +51,8 @@ async def _wait_closed_quietly(writer: asyncio.StreamWriter) -> None:
 class _Connection:
     """One proxied client connection.
 
-    The connection's handler task never gets cancelled (Python 3.11's start_server callback calls
-    ``task.exception()`` on it, which raises for a cancelled task); instead it waits for ``_close_event`` and
-    cancels its child tasks itself.
+    The connection's handler task (the accept task that opened it, see `FaultProxy._accept`) never gets
+    cancelled, so its teardown always runs: it waits for ``_close_event`` and cancels its child tasks itself.
     """
 
     def __init__(
@@ -131,8 +128,11 @@ class _Connection:
                 done, _ = await asyncio.wait({connect}, timeout=_CLOSE_GRACE)
                 if not done:
                     connect.cancel()
+                    await asyncio.wait({connect})  # a cancelled connect closes its socket once it runs again
                 elif not connect.cancelled() and connect.exception() is None:
-                    connect.result()[1].transport.abort()
+                    # Aborted, and waited for by the teardown, as the upstream of a connection that was set up.
+                    self._upstream_writer = connect.result()[1]
+                    self._upstream_writer.transport.abort()
                 raise
             self._upstream_writer = up_writer
             to_upstream: asyncio.Queue[_Chunk] = asyncio.Queue(_QUEUE_CHUNKS)
@@ -247,7 +247,9 @@ class FaultProxy:
         self._conns: set[_Connection] = set()
         self._total = 0
         self._latency_waiters: set[asyncio.Future[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        # One task per accepted socket, from the accept on: it opens the connection's streams, then runs it.
+        self._accepts: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
         # Lifecycle state, guarded by _lock (re-entrant so a control call never deadlocks against itself).
         self._lock = threading.RLock()
@@ -288,15 +290,11 @@ class FaultProxy:
                     loop.call_soon_threadsafe(loop.stop)
                 thread.join(_CONTROL_TIMEOUT)
                 self._loop = self._thread = None
-                self._server = None
+                if self._listener is not None:  # the loop died before its shutdown closed it
+                    self._listener.close()
+                    self._listener = None
                 self._conns.clear()
-                # Open defect of the proxy, not of the code under test: after links were blackholed, its loop can
-                # stop with some of its own accepted sockets still open. Collected here, with the loop, they
-                # would otherwise surface as unclosed-transport warnings in whichever later test the collector
-                # happens to run in.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ResourceWarning)
-                    gc.collect()
+                self._accepts.clear()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -453,18 +451,53 @@ class FaultProxy:
                 loop.close()
 
     async def _open_listener(self) -> tuple[str, int]:
-        # One explicitly created socket: start_server(host, 0) may bind several addresses, each on its own port.
+        # One explicitly created socket (binding (host, 0) may bind several addresses, each on its own port), and
+        # the proxy's own accepts rather than asyncio's server: a socket that asyncio's server accepts just before
+        # it closes is dropped unclosed (Python 3.10 to 3.13 at least: the transport built for it a loop iteration
+        # later fails on the closed server, and the error is swallowed), left for the garbage collector to find.
         sock = socket.create_server((self._listen_host, 0))
         try:
-            self._server = await asyncio.start_server(self._on_client, sock=sock)
+            sock.setblocking(False)
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_ready)
         except BaseException:
             sock.close()
             raise
+        self._listener = sock
         host, port = sock.getsockname()[:2]
         wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
         return wildcard.get(host, host), port
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept_ready(self) -> None:
+        # Every socket accepted here is handed to a task of _accepts at once, which closes it whatever happens.
+        listener = self._listener
+        if listener is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # reset by the client before it was accepted
+            except OSError:
+                _log.exception("fault proxy: accept failed")
+                return
+            task = loop.create_task(self._accept(client))
+            self._accepts.add(task)
+            task.add_done_callback(self._accepts.discard)
+
+    async def _accept(self, client: socket.socket) -> None:
+        try:
+            client.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=client)
+        except Exception:
+            client.close()
+            _log.exception("fault proxy: accepted connection setup failed")
+            return
+        except BaseException:
+            client.close()
+            raise
         conn = _Connection(self, reader, writer, dead=self._blackhole)
         self._conns.add(conn)
         self._total += 1
@@ -512,18 +545,16 @@ class FaultProxy:
 
     async def _shutdown(self) -> None:
         self._stopping = True
-        server = self._server
-        if server is not None:
-            server.close()
-        # Accepts already in flight when the listener closed still register; their handlers see _stopping and
-        # close at once, but they must be waited for.
-        for _ in range(_ACCEPT_SPINS):
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()
+        # No accept after this point, and every socket accepted before it belongs to a task of _accepts until its
+        # connection's teardown has closed it. Connections still being set up see _stopping once registered and
+        # close at once; the others are closed here. The loop stops only once all of them are done.
+        while self._accepts:
             await self._close_all("abort")
-            await asyncio.sleep(0)
-        if server is not None:
-            # Newer Pythons wait here for every accepted connection; a straggler must not hang stop().
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), _CLOSE_GRACE)
+            await asyncio.wait(set(self._accepts))
 
 
 def _non_negative(value: float, name: str) -> float:

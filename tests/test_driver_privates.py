@@ -116,6 +116,7 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
                 "_buffered_reader",
                 "_buffered_reads",
                 "_check_owner",
+                "_closed_writer",
                 "_consume",
                 "_field_cache",
                 "_read_one",

@@ -315,6 +315,21 @@ def test_stop_is_idempotent_and_closes_everything(echo_server: tuple[str, int]) 
         _ = proxy.port
 
 
+def test_stop_closes_the_connections_it_is_still_accepting(echo_server: tuple[str, int]) -> None:
+    # Clients that connect just before stop() are accepted while the proxy shuts down: each of those sockets must be
+    # closed by stop() too, not dropped open for the garbage collector to find (the client would then wait here).
+    for _ in range(10):
+        proxy = FaultProxy(*echo_server).start()
+        clients = [socket.create_connection((proxy.host, proxy.port), timeout=PATIENCE) for _ in range(10)]
+        try:
+            proxy.stop()
+            for client in clients:
+                assert_reset_or_eof(client)
+        finally:
+            for client in clients:
+                client.close()
+
+
 def test_can_be_restarted_after_stop(echo_server: tuple[str, int]) -> None:
     proxy = FaultProxy(*echo_server)
     for _ in range(2):

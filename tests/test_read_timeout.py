@@ -133,10 +133,6 @@ async def test_a_statement_on_a_paused_galera_node_fails_and_the_next_query_goes
     gc.wait_synced()
 
 
-# Open defect of the test proxy, not of the pool: on some runs the proxy's own accepted sockets (their local
-# address is the proxy's port) of the two blackholed links are collected unclosed while the test runs
-# (FaultProxy.stop collects what is left at the end).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_each_read_is_cut_at_its_own_bound_whatever_else_waits(
     driver: str, mysql_server: MySQLServer, proxy: FaultProxy, make_pool: PoolFactory
 ) -> None:
