@@ -30,14 +30,10 @@ test: server clusters browser wrk $(VENV)/.installed
 # The suite on the lowest versions, with one explicit exception: the tests marked `cluster` (every test that
 # uses a replica set or a Galera cluster fixture; tests/conftest.py marks them). They test the servers' side
 # of replication and failover rather than the client libraries, and each starts several servers.
-# Everything else, both drivers included, runs at both ends, except for two modules that do not pass on the
-# lowest versions yet (open, not understood): tests/test_fastapi_streaming.py (the event stream whose generator
-# fails hangs the server, and later requests time out) and tests/test_reliability_tls.py (now and then an
-# unclosed plain transport is reported as a ResourceWarning).
-LOWEST_KNOWN_FAILING := --ignore=tests/test_fastapi_streaming.py --ignore=tests/test_reliability_tls.py
+# Everything else, both drivers included, runs at both ends.
 test-lowest: server clusters browser wrk $(LOWEST_VENV)/.installed
 	@$(LOWEST_VENV)/bin/python -c "import sys; print('lowest versions, on Python', sys.version.split()[0])"
-	$(LOWEST_VENV)/bin/python -m pytest -m "not cluster" $(LOWEST_KNOWN_FAILING)
+	$(LOWEST_VENV)/bin/python -m pytest -m "not cluster"
 
 check: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
