@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 # (whose shim may not run it); else $(PYTHON), and the run says so.
 LOWEST_VENV ?= .venv-lowest
 LOWEST_PYTHON ?= $(or $(shell for p in $$(command -v python3.10) $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do \
-	"$$p" -c "import venv" >/dev/null 2>&1 && { echo "$$p"; break; }; done),$(PYTHON))
+	"$$p" -c "import ensurepip, venv" >/dev/null 2>&1 && { echo "$$p"; break; }; done),$(PYTHON))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, NamedTuple, cast
+from typing import Any, ClassVar, NamedTuple, cast, final
 
 from ._errors import PoolMisuse
 from ._read_timeout import ReadWatchdog
@@ -111,6 +111,9 @@ class PoolConnection:
     _watchdog: ReadWatchdog | None = None
     #: A server error said its host changed role or left the cluster (`is_wrong_host`): discarded, host re-checked.
     wrong_host = False
+    #: Galera causal reads (``wsrep_sync_wait = 1``) were set on the session at connect: the full reset sets them
+    #: again, as it does the statement timeout.
+    causal_reads = False
     # Whether a command was sent since the last OK or EOF packet (an error, or not answered yet).
     _unconfirmed = False
     # A failure left the connection in a state nobody can know: it is never reused.
@@ -248,10 +251,13 @@ class PoolConnection:
         self._unconfirmed = unconfirmed
 
     def _session_assignments(self) -> list[str]:
-        """What the pool sets per session beyond the driver's arguments: the trackers and the statement timeout."""
+        """What the pool sets per session beyond the driver's arguments: the trackers, the statement timeout and
+        Galera's causal reads."""
         assignments = [TRACKERS] if self._tracks_sessions else []
         if self.max_statement_time:
             assignments.append(session_sql(self.max_statement_time, self.is_mariadb).removeprefix("SET "))
+        if self.causal_reads:
+            assignments.append("SESSION wsrep_sync_wait=1")
         return assignments
 
     async def apply_session_settings(self) -> None:
@@ -346,6 +352,8 @@ class PoolDriver(Driver):
             raise
         return conn
 
+    # Final: `take` and `released` below set the mark and test the session change in place, the hot path.
+    @final
     def set_owned(self, conn: PoolConnection, owned: bool) -> None:
         conn._released = not owned
 
@@ -366,6 +374,7 @@ class PoolDriver(Driver):
             return RESTORE
         return ROLLBACK if self.session_dirty(conn, autocommit) else READY
 
+    @final
     def session_changed(self, conn: PoolConnection) -> bool:
         return session_changed(conn)
 

@@ -19,7 +19,7 @@ from ._config import PoolOptions
 from ._credentials import ConnectionOpener
 from ._entry import Entry
 from ._errors import HookError, PoolTimeout
-from ._hooks import Hooks, check_left_clean, ping_and_check, run_hook
+from ._hooks import Hooks, end_what_hooks_left, ping_and_check, run_hook
 from ._hosts import HostSet, parse_hosts
 from ._reconnect import Reconnect, connect_error, describe
 from ._seam import Conn, Driver, is_transient_connect_error
@@ -221,10 +221,10 @@ class Connector:
         if full and hooks.configure is not None:
             # The full reset cleared what the hook set up when the connection was opened.
             await run_hook("configure", hooks.configure, conn)
-            check_left_clean("configure", hooks.configure, self._driver, conn, self._autocommit)
         if hooks.reset is not None:
             await run_hook("reset", hooks.reset, conn)
-            check_left_clean("reset", hooks.reset, self._driver, conn, self._autocommit)
+        if hooks.reset is not None or (full and hooks.configure is not None):
+            await end_what_hooks_left(self._driver, conn, self._autocommit)
         # What the hooks set is part of the session every acquirer gets, not a change to reset.
         self._driver.settle_session(conn)
 

@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ._hooks import Hook, check_left_clean, run_hook
+from ._hooks import Hook, end_what_hooks_left, run_hook
 from ._seam import Conn, Driver, error_code
 
 __all__ = ["ACCESS_DENIED", "ConnectArgs", "ConnectionOpener", "PasswordSource", "check_sources"]
@@ -93,6 +93,9 @@ class ConnectionOpener:
             unknown = sorted(set(extra) - self._driver.connect_arguments)
             if unknown:
                 raise TypeError(f"the connect_args callable returned an unknown connect argument {unknown[0]!r}")
+            if "autocommit" in extra:
+                # The pool resets every session to its own autocommit mode: one per connection cannot hold.
+                raise TypeError("the connect_args callable returned autocommit: set it once, as the pool's option")
             kwargs.update(extra)
         if address is not None:
             kwargs["host"], kwargs["port"] = address
@@ -116,7 +119,7 @@ class ConnectionOpener:
             if self._configure is not None:
                 try:
                     await run_hook("configure", self._configure, conn)
-                    check_left_clean("configure", self._configure, driver, conn, self._static.get("autocommit", False))
+                    await end_what_hooks_left(driver, conn, self._static.get("autocommit", False))
                 except BaseException:
                     closing = driver.abort(conn)
                     if closing is not None:

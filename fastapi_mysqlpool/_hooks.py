@@ -25,7 +25,7 @@ from typing import Any
 from ._errors import HookError
 from ._seam import Conn, Driver
 
-__all__ = ["Hook", "Hooks", "check_left_clean", "ping_and_check", "run_hook"]
+__all__ = ["Hook", "Hooks", "end_what_hooks_left", "ping_and_check", "run_hook"]
 
 Hook = Callable[[Conn], Awaitable[Any]]
 
@@ -83,14 +83,12 @@ async def run_hook(kind: str, fn: Hook, conn: Conn) -> Any:
     return result
 
 
-def check_left_clean(kind: str, fn: Hook, driver: Driver, conn: Conn, autocommit: bool | None) -> None:
-    """What a hook leaves is what the next acquirer gets, unchecked (only a release is checked): it must end what
-    it starts. A transaction, unread results or an autocommit mode other than the pool's fail the hook."""
+async def end_what_hooks_left(driver: Driver, conn: Conn, autocommit: bool | None) -> None:
+    """What a hook leaves reaches the next acquirer, and no release looks at it: end it as a release would. A
+    transaction the hook opened (with autocommit off, a plain read opens one) is rolled back, results it left
+    unread are read, the pool's autocommit mode is set again. Free when the hook left nothing."""
     if driver.session_dirty(conn, autocommit):
-        raise HookError(
-            f"{kind} hook {_name(fn)} left the session in a transaction, with unread results or with autocommit "
-            f"other than the pool's (autocommit={autocommit}): commit or roll back what it starts inside the hook"
-        )
+        await driver.reset(conn, full=False, autocommit=autocommit)
 
 
 async def ping_and_check(driver: Driver, conn: Conn, check: Hook | None, autocommit: bool | None) -> None:
@@ -99,4 +97,4 @@ async def ping_and_check(driver: Driver, conn: Conn, check: Hook | None, autocom
     if check is not None:
         if await run_hook("check", check, conn) is False:
             raise HookError(f"check hook {_name(check)} rejected the connection")
-        check_left_clean("check", check, driver, conn, autocommit)
+        await end_what_hooks_left(driver, conn, autocommit)

@@ -329,6 +329,7 @@ class HostSet:
             # A read on this node waits until the node has applied every write the cluster committed before it.
             async with await self._driver.cursor(conn, dict_rows=False) as cursor:
                 await cursor.execute("SET SESSION wsrep_sync_wait = 1")
+            conn.causal_reads = True  # what the full reset on release sets again
 
     def _record_limits(self, role: ServerRole) -> None:
         if self.limits is None:

@@ -336,6 +336,10 @@ class Pool(PoolSurface):
             if popped is not None:
                 self._check_idle(popped[0])
             entry = await self._wait(started, deadline)
+            if self._in_use.get(entry.conn) is not entry:
+                # terminate() closed it between its hand-over and this task's turn.
+                self._terminated.discard(entry.conn)
+                raise PoolClosed(f"pool {self._name!r} was terminated while handing over a connection")
         now = self._now()
         waited = now - started
         self._stats.acquired_total += 1

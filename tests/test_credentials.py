@@ -120,3 +120,9 @@ async def test_bad_credential_sources_are_rejected_before_connecting(mysql_dsn: 
 
     with pytest.raises(TypeError, match="unknown connect argument 'usr'"):
         await mp.create_pool(dsn=mysql_dsn, connect_args=misspelt, minsize=1)
+
+    def own_autocommit() -> dict[str, Any]:
+        return {"user": "app", "autocommit": True}
+
+    with pytest.raises(TypeError, match="returned autocommit: set it once, as the pool's option"):
+        await mp.create_pool(dsn=mysql_dsn, connect_args=own_autocommit, minsize=1)

@@ -199,11 +199,15 @@ async def test_a_killed_or_quorumless_galera_node_is_avoided(
 
 
 async def test_causal_reads_set_wsrep_sync_wait(driver: str, galera_cluster: GaleraCluster) -> None:
-    async with (
-        mp.create_pool(dsn=galera_cluster.dsn, role="any", causal_reads=True, minsize=0) as pool,
-        pool.acquire() as conn,
-    ):
-        assert int(await scalar(conn, "SELECT @@session.wsrep_sync_wait")) == 1
+    async with mp.create_pool(dsn=galera_cluster.dsn, role="any", causal_reads=True, minsize=0, maxsize=1) as pool:
+        async with pool.acquire() as conn:
+            assert int(await scalar(conn, "SELECT @@session.wsrep_sync_wait")) == 1
+            first = await scalar(conn, "SELECT CONNECTION_ID()")
+            await scalar(conn, "SELECT @changed := 1")  # a session change: the release runs the full reset
+        async with pool.acquire() as conn:
+            assert await scalar(conn, "SELECT CONNECTION_ID()") == first
+            assert await scalar(conn, "SELECT @changed") is None  # reset
+            assert int(await scalar(conn, "SELECT @@session.wsrep_sync_wait")) == 1  # and set again
 
 
 async def test_maxsize_times_workers_over_max_connections_warns_once(
