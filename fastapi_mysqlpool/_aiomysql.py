@@ -52,6 +52,7 @@ from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacke
 
 from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
 from ._read_timeout import read_timeout_reason, read_wait, watchdog
+from ._seam import BROKEN, READY, RESTORE, ROLLBACK
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = [
@@ -517,6 +518,51 @@ class AiomysqlDriver(PoolDriver):
 
     is_clean = staticmethod(is_clean)
     session_dirty = staticmethod(session_dirty)
+
+    def take(self, conn: Connection, autocommit: bool | None) -> bool:
+        # The socket first, tested in place; then the session, which only a defect of the pool could have changed.
+        reader = conn._reader
+        if reader is None or reader._eof_received or reader._exception is not None or reader._buffer:
+            return False
+        if session_dirty(conn, autocommit):
+            return False
+        conn._released = False
+        return True
+
+    def released(self, conn: Connection, autocommit: bool | None, exact: bool) -> int:
+        # `is_clean`, `session_changed` and `session_dirty` in one pass, each attribute read once: the release path.
+        conn._released = True
+        reader = conn._reader
+        if reader is None or reader._eof_received or reader._exception is not None or conn._broken:
+            return BROKEN
+        result = conn._result
+        if result is None:
+            if reader._buffer:
+                return BROKEN
+            status = conn._status
+        elif result.unbuffered_active:
+            return BROKEN
+        elif result.has_next:
+            status = IN_TRANS  # result sets still to come: the reset must read them
+        elif reader._buffer:
+            return BROKEN
+        else:
+            status = result.server_status
+            if status is None:
+                status = conn._status
+                if not EOF_STATUS_TRACKED and not status & AUTOCOMMIT:
+                    status |= IN_TRANS  # the EOF's status was dropped: a transaction may be open
+        if exact and (
+            conn._session_changed or not conn._tracks_sessions or conn._status & SERVER_SESSION_STATE_CHANGED
+        ):
+            return RESTORE
+        if (
+            conn._unconfirmed
+            or status & IN_TRANS
+            or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
+        ):
+            return ROLLBACK
+        return READY
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return await conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor)

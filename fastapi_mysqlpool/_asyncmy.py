@@ -44,6 +44,7 @@ from asyncmy.cursors import Cursor, DictCursor
 
 from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
 from ._read_timeout import read_timeout_reason, read_wait, watchdog
+from ._seam import BROKEN, READY, RESTORE, ROLLBACK
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
 __all__ = ["DRIVER", "AsyncmyDriver", "Connection", "is_clean", "session_dirty"]
@@ -238,6 +239,46 @@ class AsyncmyDriver(PoolDriver):
 
     is_clean = staticmethod(is_clean)
     session_dirty = staticmethod(session_dirty)
+
+    def take(self, conn: Connection, autocommit: bool | None) -> bool:
+        # The socket first, tested in place; then the session, which only a defect of the pool could have changed.
+        proto = conn._proto
+        transport = conn._transport
+        if transport is None or proto.eof or proto.exc is not None or proto.length != proto.pos:
+            return False
+        if transport.is_closing():
+            return False
+        if session_dirty(conn, autocommit):
+            return False
+        conn._released = False
+        return True
+
+    def released(self, conn: Connection, autocommit: bool | None, exact: bool) -> int:
+        # `is_clean`, `session_changed` and `session_dirty` in one pass, each attribute read once: the release path.
+        conn._released = True
+        proto = conn._proto
+        transport = conn._transport
+        if conn._broken or not conn._connected or proto is None or transport is None:
+            return BROKEN
+        if proto.eof or proto.exc is not None or transport.is_closing():
+            return BROKEN
+        result = conn._result
+        dirty = False
+        if result is None:
+            if proto.length != proto.pos:
+                return BROKEN
+        elif result.unbuffered_active:
+            return BROKEN
+        elif result.has_next:
+            dirty = True  # result sets still to come: the reset must read them
+        elif proto.length != proto.pos:
+            return BROKEN
+        status: int = conn.server_status
+        if exact and (conn._session_changed or not conn._tracks_sessions or status & SERVER_SESSION_STATE_CHANGED):
+            return RESTORE
+        if dirty or conn._unconfirmed or status & SERVER_STATUS_IN_TRANS:
+            return ROLLBACK
+        return READY if autocommit is None or bool(status & SERVER_STATUS_AUTOCOMMIT) == autocommit else ROLLBACK
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return conn.cursor(DictCursor if dict_rows else Cursor)

@@ -20,6 +20,7 @@ names (PyMySQL's, compiled with Cython in asyncmy's case), so what the pool adds
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import re
@@ -28,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple, cast, final
 
 from ._errors import PoolMisuse
 from ._read_timeout import ReadWatchdog
-from ._seam import BROKEN, POOL_TASK, READY, RESTORE, ROLLBACK, Driver, ErrorFamily, is_disconnect, is_wrong_host
+from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import limit_leaves_session, session_sql, with_limit
 
@@ -352,27 +353,21 @@ class PoolDriver(Driver):
             raise
         return conn
 
-    # Final: `take` and `released` below set the mark and test the session change in place, the hot path.
+    # Final: each driver's `take` and `released` set the mark in place, the hot path.
     @final
     def set_owned(self, conn: PoolConnection, owned: bool) -> None:
         conn._released = not owned
 
-    # `take` and `released` are the seam's, with the ownership mark set in place: the acquire and release paths.
-    def take(self, conn: PoolConnection, autocommit: bool | None) -> bool:
-        if not self.is_clean(conn) or self.session_dirty(conn, autocommit):
-            return False
-        conn._released = False
-        return True
+    @abc.abstractmethod
+    def take(self, conn: Any, autocommit: bool | None) -> bool:
+        """The seam's `Driver.take`: a connection became idle clean (the pool puts only clean ones in its free
+        list) and refuses every command once given back, so what its socket received (the server closed it, or
+        sent bytes nobody asked for) is what usually changed; each driver tests that in place, then the session
+        (which only a defect of the pool could have changed), and marks the connection handed out."""
 
-    def released(self, conn: PoolConnection, autocommit: bool | None, exact: bool) -> int:
-        conn._released = True
-        if not self.is_clean(conn):
-            return BROKEN
-        if exact and (
-            conn._session_changed or not conn._tracks_sessions or conn.server_status & SERVER_SESSION_STATE_CHANGED
-        ):  # session_changed(conn), inlined: the release path
-            return RESTORE
-        return ROLLBACK if self.session_dirty(conn, autocommit) else READY
+    @abc.abstractmethod
+    def released(self, conn: Any, autocommit: bool | None, exact: bool) -> int:
+        """The seam's `Driver.released`; each driver answers it in one pass over the connection's attributes."""
 
     @final
     def session_changed(self, conn: PoolConnection) -> bool:

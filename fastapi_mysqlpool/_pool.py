@@ -45,7 +45,7 @@ from ._reconnect import describe
 from ._resize import resized, retire_first
 from ._seam import BROKEN, READY, RESTORE, Conn, get_driver
 from ._statement import check_statement_time
-from ._stats import PoolStats, SlowAcquireLog
+from ._stats import FOLD_AT, PoolStats, SlowAcquireLog
 from ._surface import PoolSurface
 from ._tasks import PoolTasks
 from ._waiters import Waiter, Waiters
@@ -88,6 +88,9 @@ class Pool(PoolSurface):
 
             connection_class, self._acquire_context = traced_classes(options, AcquireContext, connection_class)
         self._stats = stats = PoolStats()
+        # The histograms' pending lists, appended to on the hot path (see `Histogram`).
+        self._waits = stats.wait_time.pending
+        self._uses = stats.use_time.pending
         self._tasks = tasks = PoolTasks(self._loop, name)
         self._spawn = tasks.spawn
         self._connector = Connector(name, options, connect_kwargs, driver, hooks, connection_class, stats, tasks)
@@ -227,7 +230,8 @@ class Pool(PoolSurface):
 
     def _joined_at_open(self, entry: Entry) -> None:
         self._stats.created_total += 1
-        self._free.append(entry)
+        if self._left_clean(entry, "open"):
+            self._free.append(entry)
 
     def _abandon(self) -> None:
         """Close every socket now, without I/O: for a pool nobody can close properly any more
@@ -287,7 +291,7 @@ class Pool(PoolSurface):
         entry = None if task.cancelled() or task.exception() is not None else task.result()
         if entry is not None:
             self._stats.created_total += 1  # in the same step that takes it out of _opening
-            self._put(entry)
+            self._put_checked(entry, "open")
             # The server answers again: open connections for whoever else waits.
             self._meet_demand()
         self._check_drained()
@@ -311,11 +315,10 @@ class Pool(PoolSurface):
         free.pop()
         self._in_use[conn] = entry
         entry.acquired_at = now
-        stats = self._stats
-        stats.acquired_total += 1
-        wait = stats.wait_time  # an observation of 0 s: the first bucket, without the bisect
-        wait.counts[0] += 1
-        wait.count += 1
+        waits = self._waits  # a wait of 0 s
+        waits.append(0.0)
+        if len(waits) >= FOLD_AT:
+            self._stats.wait_time.fold()
         if self._options.leak_timeout:
             entry.watch_leak(self._loop, self._options.leak_timeout, self._name)
         return conn
@@ -342,7 +345,6 @@ class Pool(PoolSurface):
                 raise PoolClosed(f"pool {self._name!r} was terminated while handing over a connection")
         now = self._now()
         waited = now - started
-        self._stats.acquired_total += 1
         self._stats.wait_time.observe(waited)
         entry.acquired_at = now
         self._driver.set_owned(entry.conn, True)
@@ -464,13 +466,13 @@ class Pool(PoolSurface):
                 # A keepalive is not a use: max_idle and the free list's least-recently-used order still count
                 # from the last acquire, so the hot path keeps taking the connection used last.
                 entry.last_used = used
-                self._put(entry)
+                self._put_checked(entry, "keepalive")
                 free = self._free
                 if free and free[-1] is entry:
                     free.pop()
                     free.appendleft(entry)
             else:
-                self._put(entry)
+                self._put_checked(entry, "check")
 
     # ------------------------------------------------------------ release
 
@@ -490,7 +492,10 @@ class Pool(PoolSurface):
         # From here on only the pool's own tasks may use it: a reference kept past the release gets an error.
         state = self._driver.released(conn, self._autocommit, self._exact_reset)
         now = self._now()
-        self._stats.use_time.observe(now - entry.acquired_at)
+        uses = self._uses  # self._stats.use_time.observe(), inlined: the release path
+        uses.append(now - entry.acquired_at)
+        if len(uses) >= FOLD_AT:
+            self._stats.use_time.fold()
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
         if entry.leak_handle is not None:
             entry.end_leak_watch(now, self._name)
@@ -545,11 +550,36 @@ class Pool(PoolSurface):
             return
         entry.resetting = False
         if self._in_use.get(conn) is entry:
-            self._give_back(entry)
+            del self._in_use[conn]
+            self._put_checked(entry, "reset")
 
     def _give_back(self, entry: Entry) -> None:
         self._in_use.pop(entry.conn, None)
         self._put(entry)
+
+    def _put_checked(self, entry: Entry, step: str) -> None:
+        """`_put` for a connection back from the pool's own I/O (``step``: its open, check or reset)."""
+        if self._left_clean(entry, step):
+            self._put(entry)
+        else:
+            self._meet_demand()
+
+    def _left_clean(self, entry: Entry, step: str) -> bool:
+        """Whether ``entry`` (in no collection) is clean after the pool's own ``step``; if not, it is closed.
+
+        The free list and the hand-over to a waiter hold clean connections only: a release puts one there
+        when the driver found it `READY`, the pool's own I/O when this says so. The acquire path relies on it
+        and tests only what can change while a connection sits idle, its socket (see `Driver.take`)."""
+        conn = entry.conn
+        if self._driver.is_clean(conn) and not self._driver.session_dirty(conn, self._autocommit):
+            return True
+        logger.error(
+            "pool %s: a connection left unclean by the pool's own %s (a transaction, unread results or another "
+            "autocommit mode); connection discarded", self._name, step,
+            extra={"pool": self._name, "event": "discard", "reason": "unclean"},
+        )  # fmt: skip
+        self._close_entry_now(entry, "broken")
+        return False
 
     def _put(self, entry: Entry) -> None:
         """Hand ``entry`` (in no collection) to the oldest live waiter, or make it idle; or retire it when the

@@ -1,8 +1,10 @@
 """Counters and latency histograms behind ``Pool.stats()`` and the Prometheus metrics.
 
-Recording must cost next to nothing on the acquire/release path: a histogram
-observation is one ``bisect`` over a short tuple and three additions. Quantiles are
-estimated from the buckets only when somebody asks for a snapshot.
+Recording must cost next to nothing on the acquire/release path: the hot path appends an
+observation to the histogram's `Histogram.pending` list (one C call, no Python frame), and the
+histogram sorts what is pending into its buckets, in one pass of C calls, when somebody reads it
+or the list reaches `FOLD_AT`. Quantiles are estimated from the buckets only when somebody asks
+for a snapshot.
 
 Each pool owns one `PoolStats`. The counters obey a conservation law that the stress tests
 check: ``created_total - sum(closed_total.values()) == size - opening`` whenever no code of the
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections import Counter
+from functools import partial
 from typing import Any
 
-__all__ = ["BUCKETS", "CLOSE_REASONS", "Histogram", "PoolStats", "SlowAcquireLog", "quantile"]
+__all__ = ["BUCKETS", "CLOSE_REASONS", "FOLD_AT", "Histogram", "PoolStats", "SlowAcquireLog", "quantile"]
 
 logger = logging.getLogger("fastapi_mysqlpool")
 
@@ -25,6 +29,9 @@ BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+_BUCKET_OF = partial(bisect_left, BUCKETS)
+#: How many observations may wait in `Histogram.pending` before whoever appends folds them into the buckets.
+FOLD_AT = 256
 
 #: Why the pool closed a connection; each has a counter in ``stats()["closed_total"]``.
 CLOSE_REASONS = (
@@ -63,22 +70,62 @@ def quantile(counts: list[int], q: float, largest: float) -> float:
 
 
 class Histogram:
-    """A fixed-bucket latency histogram with sum, count and max."""
+    """A fixed-bucket latency histogram with sum, count and max.
 
-    __slots__ = ("count", "counts", "max", "sum")
+    `observe` records one value. The hot path appends to ``pending`` instead and calls `fold` once the list
+    holds `FOLD_AT` values; ``counts``, ``count``, ``sum`` and ``max`` fold what is pending before they answer,
+    so a reader never sees a value left out.
+    """
+
+    __slots__ = ("_count", "_counts", "_max", "_sum", "pending")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.count = 0
-        self.sum = 0.0
-        self.max = 0.0
+        self._counts = [0] * (len(BUCKETS) + 1)
+        self._count = 0
+        self._sum = 0.0
+        self._max = 0.0
+        #: Observations not yet in the buckets; only ever appended to and cleared in place (the pool keeps it).
+        self.pending: list[float] = []
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.count += 1
-        self.sum += seconds
-        if seconds > self.max:
-            self.max = seconds
+        pending = self.pending
+        pending.append(seconds)
+        if len(pending) >= FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Sort the pending observations into the buckets."""
+        pending = self.pending
+        if not pending:
+            return
+        counts = self._counts
+        for bucket, n in Counter(map(_BUCKET_OF, pending)).items():
+            counts[bucket] += n
+        self._count += len(pending)
+        self._sum += sum(pending)
+        self._max = max(self._max, max(pending))
+        pending.clear()
+
+    @property
+    def counts(self) -> list[int]:
+        """Observations per bucket (the last one +Inf); the list itself, not a copy."""
+        self.fold()
+        return self._counts
+
+    @property
+    def count(self) -> int:
+        self.fold()
+        return self._count
+
+    @property
+    def sum(self) -> float:
+        self.fold()
+        return self._sum
+
+    @property
+    def max(self) -> float:
+        self.fold()
+        return self._max
 
     def quantile(self, q: float) -> float:
         """Estimate the ``q`` quantile by linear interpolation inside its bucket."""
@@ -103,7 +150,6 @@ class PoolStats:
     """
 
     __slots__ = (
-        "acquired_total",
         "closed_total",
         "connect_errors_total",
         "create_time",
@@ -115,7 +161,6 @@ class PoolStats:
     )
 
     def __init__(self) -> None:
-        self.acquired_total = 0
         self.timeouts_total = 0
         self.rejected_total = 0
         self.created_total = 0
@@ -124,6 +169,11 @@ class PoolStats:
         self.wait_time = Histogram()
         self.use_time = Histogram()
         self.create_time = Histogram()
+
+    @property
+    def acquired_total(self) -> int:
+        """Acquires that got a connection: every acquire's wait is observed once, a timed-out one's too."""
+        return self.wait_time.count - self.timeouts_total
 
     def snapshot(self) -> dict[str, Any]:
         """The counters' part of ``stats()``."""
