@@ -73,3 +73,56 @@ async def test_an_idle_connection_inside_a_transaction_is_discarded_not_handed_o
     assert any(
         record.levelno == logging.ERROR and "inside a transaction" in record.message for record in caplog.records
     )
+
+
+@pytest.mark.parametrize("step", ["open", "reset"])
+async def test_a_connection_the_pools_own_io_left_in_a_transaction_is_closed_not_handed_to_a_waiter(
+    make_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, step: str
+) -> None:
+    # A defect of the pool's own open or reset, which no server can be made to cause: the step runs as it
+    # should, then leaves a transaction open, once.
+    pool = await make_pool(minsize=0, maxsize=1, autocommit=True)
+    connector = type(pool._connector)  # its instances have slots: the step is replaced on the class
+    defects = [step]
+
+    async def leave_a_transaction(conn: Any) -> None:
+        if defects:
+            defects.pop()
+            await conn._own_query("BEGIN")
+
+    if step == "open":
+        connect = connector.connect
+
+        async def connect_leaving_a_transaction(self: Any) -> Any:
+            entry = await connect(self)
+            await leave_a_transaction(entry.conn)
+            return entry
+
+        monkeypatch.setattr(connector, "connect", connect_leaving_a_transaction)
+        waiter = asyncio.create_task(pool.acquire())
+    else:
+        reset = connector._reset
+
+        async def reset_leaving_a_transaction(self: Any, conn: Any, full: bool) -> None:
+            await reset(self, conn, full)
+            await leave_a_transaction(conn)
+
+        monkeypatch.setattr(connector, "_reset", reset_leaving_a_transaction)
+        conn = await pool.acquire()
+        await fetch(conn, "SET @left = 1")  # the release runs the full reset
+        waiter = asyncio.create_task(pool.acquire())
+        await asyncio.sleep(0.05)  # it waits for the only connection
+        assert not waiter.done()
+        with caplog.at_level(logging.ERROR, logger="fastapi_mysqlpool"):
+            await pool.release(conn)
+    with caplog.at_level(logging.ERROR, logger="fastapi_mysqlpool"):
+        fresh = await asyncio.wait_for(waiter, 10)
+    try:
+        assert await fetch(fresh, "SELECT @@in_transaction, @left") == [(0, None)]
+    finally:
+        await pool.release(fresh)
+    assert not defects
+    assert pool.stats()["closed_total"]["broken"] == 1
+    (record,) = [r for r in caplog.records if getattr(r, "reason", None) == "unclean"]
+    assert record.levelno == logging.ERROR
+    assert f"the pool's own {step}" in record.getMessage()
