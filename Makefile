@@ -24,8 +24,13 @@ APT_INSTALL := $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUD
 run: server $(VENV)/.installed-run
 	$(PY) -m example_app --host $(HOST) --port $(PORT)
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, each with its own throwaway server; the cluster tests
+# share one of them and run one after another (tests/conftest.py). `make test TEST_WORKERS=0`: one process.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS := -n $(TEST_WORKERS) --dist loadgroup
+
 test: server clusters browser wrk $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_WORKERS)
 
 # The suite on the lowest versions, with one explicit exception: the tests marked `cluster` (every test that
 # uses a replica set or a Galera cluster fixture; tests/conftest.py marks them). They test the servers' side
@@ -33,7 +38,7 @@ test: server clusters browser wrk $(VENV)/.installed
 # Everything else, both drivers included, runs at both ends.
 test-lowest: server clusters browser wrk $(LOWEST_VENV)/.installed
 	@$(LOWEST_VENV)/bin/python -c "import sys; print('lowest versions, on Python', sys.version.split()[0])"
-	$(LOWEST_VENV)/bin/python -m pytest -m "not cluster"
+	$(LOWEST_VENV)/bin/python -m pytest $(PYTEST_WORKERS) -m "not cluster"
 
 check: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .

@@ -42,10 +42,15 @@ def _uses_a_cluster(item: pytest.Item) -> bool:
 FIRST_MODULE = "test_driver_privates.py"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (`make test` runs two workers, each with its own throwaway server), the cluster tests
+    # share one worker and run one after another: at most one replica set or Galera cluster runs at a time.
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if _uses_a_cluster(item):
             item.add_marker(pytest.mark.cluster)
+            if grouped:
+                item.add_marker(pytest.mark.xdist_group("cluster"))
     items.sort(key=lambda item: item.path.name != FIRST_MODULE)  # stable: the rest keep their order
 
 

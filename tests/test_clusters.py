@@ -194,8 +194,11 @@ def test_a_paused_galera_node_is_dropped_and_resyncs_on_resume(galera_cluster: G
     create_rows_table(galera_cluster)
     galera_cluster.pause(1)
     try:
-        # The others notice after the group's suspect timeout (5 s by default) and go on without it.
+        # The others notice after the group's suspect timeout (5 s by default) and go on without it. The write
+        # usually waits for that, but on a loaded machine it was seen to return before node 0 had installed the
+        # view without node 1: the view is waited for (at most the cluster's ready timeout).
         galera_cluster.query(0, "INSERT INTO app.probe_rows (note) VALUES ('while paused')")
+        galera_cluster.wait_synced()
         assert galera_cluster.status(0)["wsrep_cluster_size"] == "2"
     finally:
         galera_cluster.resume(1)
