@@ -520,12 +520,14 @@ class AiomysqlDriver(PoolDriver):
     session_dirty = staticmethod(session_dirty)
 
     def take(self, conn: Connection, autocommit: bool | None) -> bool:
-        # The socket first, tested in place; then the session, which only a defect of the pool could have changed.
+        # The socket, tested in place; then the session, if a command reached it since the release.
         reader = conn._reader
         if reader is None or reader._eof_received or reader._exception is not None or reader._buffer:
             return False
-        if session_dirty(conn, autocommit):
-            return False
+        if conn._touched:
+            if session_dirty(conn, autocommit):
+                return False
+            conn._touched = False
         conn._released = False
         return True
 

@@ -241,15 +241,17 @@ class AsyncmyDriver(PoolDriver):
     session_dirty = staticmethod(session_dirty)
 
     def take(self, conn: Connection, autocommit: bool | None) -> bool:
-        # The socket first, tested in place; then the session, which only a defect of the pool could have changed.
+        # The socket, tested in place; then the session, if a command reached it since the release.
         proto = conn._proto
         transport = conn._transport
         if transport is None or proto.eof or proto.exc is not None or proto.length != proto.pos:
             return False
         if transport.is_closing():
             return False
-        if session_dirty(conn, autocommit):
-            return False
+        if conn._touched:
+            if session_dirty(conn, autocommit):
+                return False
+            conn._touched = False
         conn._released = False
         return True
 

@@ -123,6 +123,9 @@ class PoolConnection:
     # time another task can run while a command is in flight.
     _released = False
     _waiting: asyncio.Task[Any] | None = None
+    # A command was sent while the connection was given back: only the pool's own tasks can (its check, reset or
+    # keepalive, or a defect of its own), and `Driver.take` then tests the session as well as the socket.
+    _touched = False
     # Whether the server reports session changes (CLIENT_SESSION_TRACK), and whether the session changed since
     # it was settled (opened, or fully reset): see `session_changed`.
     _tracks_sessions = False
@@ -181,12 +184,14 @@ class PoolConnection:
     def _check_owner(self) -> None:
         """Refuse a command from whoever gave the connection back, or from a second task while one waits for
         its answer: both would read, or send, in the middle of someone else's conversation with the server."""
-        if self._released and not POOL_TASK.get():
-            raise PoolMisuse(
-                "connection used after its release: it went back to the pool (release(), or the end of its "
-                "'async with pool.acquire()' block or request) and may already serve someone else; acquire a "
-                "connection of your own for work that outlives the block"
-            )
+        if self._released:
+            if not POOL_TASK.get():
+                raise PoolMisuse(
+                    "connection used after its release: it went back to the pool (release(), or the end of its "
+                    "'async with pool.acquire()' block or request) and may already serve someone else; acquire a "
+                    "connection of your own for work that outlives the block"
+                )
+            self._touched = True
         waiting = self._waiting
         if waiting is not None and waiting is not asyncio.current_task():
             raise PoolMisuse(
@@ -363,7 +368,8 @@ class PoolDriver(Driver):
         """The seam's `Driver.take`: a connection became idle clean (the pool puts only clean ones in its free
         list) and refuses every command once given back, so what its socket received (the server closed it, or
         sent bytes nobody asked for) is what usually changed; each driver tests that in place, then the session
-        (which only a defect of the pool could have changed), and marks the connection handed out."""
+        when a command reached it since the release (``_touched``: the pool's own check, reset or keepalive, or
+        a defect of the pool), and marks the connection handed out."""
 
     @abc.abstractmethod
     def released(self, conn: Any, autocommit: bool | None, exact: bool) -> int:

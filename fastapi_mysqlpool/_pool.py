@@ -114,6 +114,8 @@ class Pool(PoolSurface):
         # Awaited by a release that had nothing to wait for: `release()` must return an awaitable.
         self._released: asyncio.Future[None] = self._loop.create_future()
         self._released.set_result(None)
+        self._plain = False
+        self._update_plain()
 
     def acquire(self, timeout: float | None = None, *, max_statement_time: float | None = None) -> AcquireContext:
         """Get a connection: ``async with pool.acquire() as conn`` or ``conn = await pool.acquire()``.
@@ -151,12 +153,15 @@ class Pool(PoolSurface):
         self._options = resized(self._options, self._name, minsize, maxsize)
         self._sweep_idle(retire_first(self.size - self.maxsize))  # least recently used first
         self._excess = max(0, self.size - self.maxsize)
+        self._update_plain()
         self._meet_demand()
 
     async def clear(self) -> None:
         """Replace every connection opened before this call: idle ones close now, the others
         (in use, being checked or reset) when they come back."""
         self._cleared_at = self._now()
+        for entry in self._in_use.values():
+            entry.expires = float("-inf")  # so that its release retires it ("cleared"), whatever path it takes
         closing = [self._connector.retire(self._free.pop(), "cleared") for _ in range(len(self._free))]
         await asyncio.gather(*closing)
         self._meet_demand()
@@ -167,6 +172,7 @@ class Pool(PoolSurface):
         if self._closing:
             return
         self._closing = True
+        self._plain = False
         logger.info(
             "pool %s closing", self._name, extra={"pool": self._name, "event": "close", "in_use": len(self._in_use)}
         )
@@ -237,6 +243,7 @@ class Pool(PoolSurface):
         """Close every socket now, without I/O: for a pool nobody can close properly any more
         (cancelled while opening, or still open when its event loop shuts down)."""
         self._closing = self._closed = True
+        self._plain = False
         self._stats.closed_total["terminated"] += len(self._free) + len(self._in_use)
         while self._free:
             discard(self._driver.abort(self._free.pop().conn))
@@ -499,6 +506,16 @@ class Pool(PoolSurface):
         conn.statement_limit = None  # an acquire's own statement timeout ends with it
         if entry.leak_handle is not None:
             entry.end_leak_watch(now, self._name)
+        if not state and self._plain and not discard and now < entry.expires:  # `not state`: READY is 0
+            # READY, within its lifetime, and nothing for the pool to decide (see `_update_plain`): the release
+            # of a clean connection, the hot path.
+            entry.last_used = now
+            del self._in_use[conn]
+            if self._queue:
+                self._put(entry)
+            else:
+                self._free.append(entry)  # what _put does when nobody waits: inlined
+            return None
         if self._closing:
             self._forget(entry)
             if state != BROKEN:  # the server rolls back an open transaction at COM_QUIT
@@ -510,10 +527,10 @@ class Pool(PoolSurface):
             self._close_entry_now(entry, "broken")
             self._meet_demand()
             return None
-        if now >= entry.expires:  # entry.expired(now), inlined: the release path
+        if now >= entry.expires:  # entry.expired(now), inlined; clear() expired those it found in use
             self._forget(entry)
             self._meet_demand()
-            return self._connector.retire(entry, "lifetime")
+            return self._connector.retire(entry, "cleared" if entry.created <= self._cleared_at else "lifetime")
         if self._hosts.routing and not self._hosts.keep(conn):
             # Its host no longer serves the pool's role, or it is a fallback and a better host qualifies again.
             self._forget(entry)
@@ -552,6 +569,12 @@ class Pool(PoolSurface):
         if self._in_use.get(conn) is entry:
             del self._in_use[conn]
             self._put_checked(entry, "reset")
+
+    def _update_plain(self) -> None:
+        """Whether the release of a clean connection may skip every decision but the hand-over: the pool is
+        not closing, resize() left it no connection to close, its hosts need no routing and no hook asks for a
+        reset on every release. clear() expires the connections in use instead (see `_release`)."""
+        self._plain = not (self._closing or self._excess or self._hosts.routing or self._always_reset)
 
     def _give_back(self, entry: Entry) -> None:
         self._in_use.pop(entry.conn, None)
@@ -596,9 +619,11 @@ class Pool(PoolSurface):
             # resize() lowered maxsize below the size: this one closes instead of being reused.
             if self.size >= self.maxsize:
                 self._excess -= 1
+                self._update_plain()
                 self._connector.retire(entry, "resized")
                 return
             self._excess = 0
+            self._update_plain()
         if self._queue and self._waiters.hand_over(entry):
             self._in_use[entry.conn] = entry
             return

@@ -138,7 +138,8 @@ class Driver(abc.ABC):
     def take(self, conn: Any, autocommit: bool | None) -> bool:
         """At acquire, one call: whether idle ``conn`` is fit to hand out (`is_clean`, and not `session_dirty`: a
         release made it idle clean, so that only a defect could change it), and if so, mark it handed out
-        (`set_owned`)."""
+        (`set_owned`). A driver may skip the session test when no command reached ``conn`` since its release
+        (the pool's connection classes mark one: only the pool's own tasks can send it)."""
         if not self.is_clean(conn) or self.session_dirty(conn, autocommit):
             return False
         self.set_owned(conn, True)

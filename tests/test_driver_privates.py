@@ -99,6 +99,7 @@ _MIXIN_NAMES = frozenset(
         "_session_assignments",
         "_session_changed",
         "_tracks_sessions",
+        "_touched",
         "_unconfirmed",
         "_waiting",
         "_watchdog",
