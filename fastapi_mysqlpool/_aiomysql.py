@@ -397,6 +397,8 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         return done
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
+        if self._released:  # a result read after the release (``nextset()``): refused, or the pool's own, marked
+            self._check_owner()
         self._result = None
         result = _Result(self)
         if unbuffered:
@@ -495,6 +497,8 @@ def is_clean(conn: aiomysql.Connection) -> bool:
     # ``_eof_received`` is what aiomysql's ``eof_received`` property returns, without the property's call.
     if reader is None or reader._eof_received or reader.exception() is not None or conn._broken:
         return False
+    if conn._waiting is not None:  # another task waits for an answer on it
+        return False
     result = conn._result
     if result is not None and result.unbuffered_active:
         return False
@@ -537,6 +541,8 @@ class AiomysqlDriver(PoolDriver):
         reader = conn._reader
         if reader is None or reader._eof_received or reader._exception is not None or conn._broken:
             return BROKEN
+        if conn._waiting is not None:
+            return BROKEN  # another task still waits for an answer on it: its state is unknown
         result = conn._result
         if result is None:
             if reader._buffer:

@@ -172,6 +172,8 @@ class Connection(PoolConnection, _Asyncmy):
         return ok
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
+        if self._released:  # a result read after the release (``nextset()``): refused, or the pool's own, marked
+            self._check_owner()
         self._result = None
         result = _Result(self)
         try:
@@ -216,8 +218,8 @@ def is_clean(conn: Connection) -> bool:
     transport = conn._transport
     if conn._broken or not conn._connected or proto is None or transport is None:
         return False
-    if proto.eof or proto.exc is not None or transport.is_closing():
-        return False
+    if proto.eof or proto.exc is not None or transport.is_closing() or conn._waiting is not None:
+        return False  # closed, failed, or another task waits for an answer on it
     result = conn._result
     if result is not None and result.unbuffered_active:
         return False
@@ -262,8 +264,8 @@ class AsyncmyDriver(PoolDriver):
         transport = conn._transport
         if conn._broken or not conn._connected or proto is None or transport is None:
             return BROKEN
-        if proto.eof or proto.exc is not None or transport.is_closing():
-            return BROKEN
+        if proto.eof or proto.exc is not None or transport.is_closing() or conn._waiting is not None:
+            return BROKEN  # closed, failed, or another task still waits for an answer on it: its state is unknown
         result = conn._result
         dirty = False
         if result is None:

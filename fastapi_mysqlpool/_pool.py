@@ -530,7 +530,10 @@ class Pool(PoolSurface):
         if now >= entry.expires:  # entry.expired(now), inlined; clear() expired those it found in use
             self._forget(entry)
             self._meet_demand()
-            return self._connector.retire(entry, "cleared" if entry.created <= self._cleared_at else "lifetime")
+            if entry.created <= self._cleared_at:
+                self._connector.retire(entry, "cleared")  # in the background: the releaser does not wait for it
+                return None
+            return self._connector.retire(entry, "lifetime")
         if self._hosts.routing and not self._hosts.keep(conn):
             # Its host no longer serves the pool's role, or it is a fallback and a better host qualifies again.
             self._forget(entry)
@@ -595,6 +598,8 @@ class Pool(PoolSurface):
         and tests only what can change while a connection sits idle, its socket (see `Driver.take`)."""
         conn = entry.conn
         if self._driver.is_clean(conn) and not self._driver.session_dirty(conn, self._autocommit):
+            # Given back from here on, a new connection too: only the pool's own tasks may use it until an acquire.
+            self._driver.set_owned(conn, False)
             return True
         logger.error(
             "pool %s: a connection left unclean by the pool's own %s (a transaction, unread results or another "

@@ -16,6 +16,7 @@ import pytest
 
 from fastapi_mysqlpool._seam import BROKEN, READY, RESTORE, ROLLBACK, Driver
 from tests import _drivers
+from tests._drivers import db_errors
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
 
@@ -75,6 +76,15 @@ async def _killed_by_the_server(conn: Any, admin: pymysql.connections.Connection
     await asyncio.sleep(0.2)
 
 
+_READERS: list[asyncio.Task[Any]] = []
+
+
+async def _another_task_waits_for_an_answer(conn: Any, admin: pymysql.connections.Connection) -> None:
+    _READERS.append(asyncio.create_task(fetch(conn, "SELECT SLEEP(0.5)")))
+    await asyncio.sleep(0.1)  # the query is sent and its task waits for the answer
+    assert conn._waiting is _READERS[-1]
+
+
 async def _marked_broken(conn: Any, admin: pymysql.connections.Connection) -> None:
     conn._broken = True
 
@@ -94,6 +104,7 @@ STATES: dict[str, tuple[State, int, bool]] = {
     "bytes nobody asked for": (_bytes_nobody_asked_for, BROKEN, True),
     "an answer still to come": (_an_answer_still_to_come, ROLLBACK, True),
     "killed by the server": (_killed_by_the_server, BROKEN, True),
+    "another task waits for an answer": (_another_task_waits_for_an_answer, BROKEN, False),
     "marked broken": (_marked_broken, BROKEN, False),
 }
 
@@ -143,6 +154,11 @@ async def test_the_one_pass_answers_agree_with_the_seams_definition(
                 assert (answers[True, False], answers[False, False]) == (ROLLBACK, READY)
         if expected == ROLLBACK:
             assert answers[None, False] == ROLLBACK
+    # A reader still waiting on the released connection: it was closed under it.
+    for reader in _READERS:
+        with pytest.raises(db_errors.OperationalError, match="Lost connection"):
+            await reader
+    _READERS.clear()
     # Whatever the state, the pool's own release handles it: the next acquirer gets a clean session.
     async with pool.acquire() as conn:
         assert await fetch(conn, "SELECT @@in_transaction, @@autocommit, @answers") == [(0, 1, None)]

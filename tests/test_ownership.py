@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._seam import POOL_TASK
-from tests.conftest import PoolFactory
+from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
 
 pytestmark = pytest.mark.usefixtures("driver")
@@ -126,3 +127,44 @@ async def test_a_connection_the_pools_own_io_left_in_a_transaction_is_closed_not
     (record,) = [r for r in caplog.records if getattr(r, "reason", None) == "unclean"]
     assert record.levelno == logging.ERROR
     assert f"the pool's own {step}" in record.getMessage()
+
+
+async def test_a_reference_kept_by_the_configure_hook_cannot_use_the_idle_connection(make_pool: PoolFactory) -> None:
+    kept: list[Any] = []
+
+    async def configure(conn: Any) -> None:
+        kept.append(conn)
+
+    pool = await make_pool(minsize=1, maxsize=1, autocommit=True, configure=configure)
+    (conn,) = kept
+    # Opened and idle, never handed out yet: it is the pool's, as after a release.
+    with pytest.raises(mp.PoolMisuse, match="after its release"):
+        await conn.begin()
+    async with pool.acquire() as mine:
+        assert mine is conn
+        assert await fetch(mine, "SELECT @@in_transaction") == [(0,)]
+
+
+async def test_results_read_by_another_task_after_the_release_are_refused(make_pool: PoolFactory, admin: Any) -> None:
+    query(
+        admin,
+        "CREATE OR REPLACE PROCEDURE app.ownership_two_results() BEGIN SELECT 1 AS a; SELECT 2 AS b; END",
+    )
+    try:
+        pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
+        conn = await pool.acquire()
+        before = await conn_id(conn)
+        cur = conn.cursor()
+        if inspect.isawaitable(cur):  # aiomysql's; asyncmy's is a plain call
+            cur = await cur
+        await cur.execute("CALL app.ownership_two_results()")  # the first result read, the others to come
+        late = asyncio.create_task(cur.nextset())  # runs only once the release below has given it back
+        await pool.release(conn)
+        with pytest.raises(mp.PoolMisuse, match="after its release"):
+            await late
+        # The release's reset read the results the task was refused: the next owner gets the same connection, clean.
+        async with pool.acquire() as again:
+            assert await conn_id(again) == before
+            assert await fetch(again, "SELECT 'next'") == [("next",)]
+    finally:
+        query(admin, "DROP PROCEDURE IF EXISTS app.ownership_two_results")
