@@ -172,7 +172,7 @@ class Connection(PoolConnection, _Asyncmy):
         return ok
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
-        if self._released:  # a result read after the release (``nextset()``): refused, or the pool's own, marked
+        if self._released or self._waiting is not None:  # as for a command: after the release, or a second task
             self._check_owner()
         self._result = None
         result = _Result(self)

@@ -168,3 +168,31 @@ async def test_results_read_by_another_task_after_the_release_are_refused(make_p
             assert await fetch(again, "SELECT 'next'") == [("next",)]
     finally:
         query(admin, "DROP PROCEDURE IF EXISTS app.ownership_two_results")
+
+
+async def test_a_second_task_reading_results_while_the_first_waits_is_refused(
+    make_pool: PoolFactory, admin: Any
+) -> None:
+    query(
+        admin,
+        "CREATE OR REPLACE PROCEDURE app.ownership_slow_results() "
+        "BEGIN SELECT 1 AS a; DO SLEEP(0.3); SELECT 2 AS b; END",
+    )
+    try:
+        pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
+        async with pool.acquire() as conn:
+            cur = conn.cursor()
+            if inspect.isawaitable(cur):
+                cur = await cur
+            await cur.execute("CALL app.ownership_slow_results()")
+            first = asyncio.create_task(cur.nextset())  # waits for the second result, 0.3 s away
+            await asyncio.sleep(0.1)
+            with pytest.raises(mp.PoolMisuse, match="two tasks at once"):
+                await conn.next_result()
+            assert await first
+            assert list(await cur.fetchall()) == [(2,)]
+            while await cur.nextset():
+                pass
+            assert await fetch(conn, "SELECT 'next'") == [("next",)]
+    finally:
+        query(admin, "DROP PROCEDURE IF EXISTS app.ownership_slow_results")
