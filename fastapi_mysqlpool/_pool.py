@@ -88,8 +88,8 @@ class Pool(PoolSurface):
 
             connection_class, self._acquire_context = traced_classes(options, AcquireContext, connection_class)
         self._stats = stats = PoolStats()
-        # The histograms' pending lists, appended to on the hot path (see `Histogram`).
-        self._waits = stats.wait_time.pending
+        # What the hot path records into directly (see `Histogram`): acquires that did not wait, and hold times.
+        self._wait_time = stats.wait_time
         self._uses = stats.use_time.pending
         self._tasks = tasks = PoolTasks(self._loop, name)
         self._spawn = tasks.spawn
@@ -322,10 +322,7 @@ class Pool(PoolSurface):
         free.pop()
         self._in_use[conn] = entry
         entry.acquired_at = now
-        waits = self._waits  # a wait of 0 s
-        waits.append(0.0)
-        if len(waits) >= FOLD_AT:
-            self._stats.wait_time.fold()
+        self._wait_time.zeros += 1  # a wait of 0 s
         if self._options.leak_timeout:
             entry.watch_leak(self._loop, self._options.leak_timeout, self._name)
         return conn

@@ -73,11 +73,11 @@ class Histogram:
     """A fixed-bucket latency histogram with sum, count and max.
 
     `observe` records one value. The hot path appends to ``pending`` instead and calls `fold` once the list
-    holds `FOLD_AT` values; ``counts``, ``count``, ``sum`` and ``max`` fold what is pending before they answer,
-    so a reader never sees a value left out.
+    holds `FOLD_AT` values, or counts an observation of exactly 0 s in ``zeros``; ``counts``, ``count``, ``sum``
+    and ``max`` fold what is pending before they answer, so a reader never sees a value left out.
     """
 
-    __slots__ = ("_count", "_counts", "_max", "_sum", "pending")
+    __slots__ = ("_count", "_counts", "_max", "_sum", "pending", "zeros")
 
     def __init__(self) -> None:
         self._counts = [0] * (len(BUCKETS) + 1)
@@ -86,6 +86,8 @@ class Histogram:
         self._max = 0.0
         #: Observations not yet in the buckets; only ever appended to and cleared in place (the pool keeps it).
         self.pending: list[float] = []
+        #: Observations of 0 s (an acquire that did not wait) not yet in the first bucket.
+        self.zeros = 0
 
     def observe(self, seconds: float) -> None:
         pending = self.pending
@@ -95,6 +97,11 @@ class Histogram:
 
     def fold(self) -> None:
         """Sort the pending observations into the buckets."""
+        zeros = self.zeros
+        if zeros:
+            self._counts[0] += zeros  # 0 s is in the first bucket, and leaves the sum and the maximum as they are
+            self._count += zeros
+            self.zeros = 0
         pending = self.pending
         if not pending:
             return
