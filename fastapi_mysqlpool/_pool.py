@@ -542,10 +542,7 @@ class Pool(PoolSurface):
             entry.resetting = True
             return self._spawn(self._reset(entry, full), "mysqlpool-reset")
         del self._in_use[conn]
-        if self._queue or self._excess or entry.created <= self._cleared_at:
-            self._put(entry)
-        else:
-            self._free.append(entry)  # what _put does when nobody waits and nothing is to retire: inlined
+        self._put(entry)  # the plain path above takes the releases that need nothing of _put
         return None
 
     async def _reset(self, entry: Entry, full: bool) -> None:

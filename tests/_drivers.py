@@ -9,6 +9,7 @@ the same names and the same hierarchy.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 __all__ = ["DRIVER_NAMES", "current", "db_errors"]
@@ -68,6 +69,13 @@ def unbuffered_cursor() -> type[Any]:
     from asyncmy.cursors import SSCursor
 
     return SSCursor  # type: ignore[no-any-return]
+
+
+async def open_cursor(conn: Any, cursor_class: type[Any] | None = None) -> Any:
+    """A cursor left open (no ``async with``, whose exit would read what the test leaves unread): aiomysql's
+    ``conn.cursor()`` is a coroutine, asyncmy's a plain call."""
+    cursor = conn.cursor(cursor_class) if cursor_class is not None else conn.cursor()
+    return await cursor if inspect.isawaitable(cursor) else cursor
 
 
 def closed(conn: Any) -> bool:

@@ -7,7 +7,6 @@ be put in, on a real server, and must agree, so that the one-pass code and the p
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,17 +47,13 @@ async def _a_user_variable(conn: Any, admin: pymysql.connections.Connection) -> 
 
 
 async def _result_sets_to_come(conn: Any, admin: pymysql.connections.Connection) -> None:
-    cur = conn.cursor()
-    if inspect.isawaitable(cur):
-        cur = await cur
+    cur = await _drivers.open_cursor(conn)
     await cur.execute("CALL app.answers_two_results()")  # reads the first of three results only; no close()
     assert conn._result.has_next
 
 
 async def _unbuffered_rows_unread(conn: Any, admin: pymysql.connections.Connection) -> None:
-    cur = conn.cursor(_drivers.unbuffered_cursor())
-    if inspect.isawaitable(cur):  # aiomysql's; asyncmy's is a plain call
-        cur = await cur
+    cur = await _drivers.open_cursor(conn, _drivers.unbuffered_cursor())
     await cur.execute("SELECT seq FROM seq_1_to_100")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._seam import POOL_TASK
+from tests import _drivers
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
 
@@ -154,9 +154,7 @@ async def test_results_read_by_another_task_after_the_release_are_refused(make_p
         pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
         conn = await pool.acquire()
         before = await conn_id(conn)
-        cur = conn.cursor()
-        if inspect.isawaitable(cur):  # aiomysql's; asyncmy's is a plain call
-            cur = await cur
+        cur = await _drivers.open_cursor(conn)
         await cur.execute("CALL app.ownership_two_results()")  # the first result read, the others to come
         late = asyncio.create_task(cur.nextset())  # runs only once the release below has given it back
         await pool.release(conn)
@@ -181,9 +179,7 @@ async def test_a_second_task_reading_results_while_the_first_waits_is_refused(
     try:
         pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
         async with pool.acquire() as conn:
-            cur = conn.cursor()
-            if inspect.isawaitable(cur):
-                cur = await cur
+            cur = await _drivers.open_cursor(conn)
             await cur.execute("CALL app.ownership_slow_results()")
             first = asyncio.create_task(cur.nextset())  # waits for the second result, 0.3 s away
             await asyncio.sleep(0.1)
