@@ -13,6 +13,7 @@ import asyncio
 import gc
 import statistics
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -117,6 +118,81 @@ class RawAsyncmy(RawAiomysql):
         await self.conn.ensure_closed()
 
 
+#: ``SELECT 1`` as a COM_QUERY packet (length 9, sequence 0).
+_SELECT1_PACKET = b"\x09\x00\x00\x00\x03SELECT 1"
+
+
+def _reply_complete(buf: bytes) -> bool:
+    """Whether ``buf`` holds a whole reply: an OK or error packet, or a result set up to its closing EOF
+    (column count, definitions, EOF, rows, EOF: the second EOF packet)."""
+    pos, eofs, size = 0, 0, len(buf)
+    while size - pos >= 4:
+        end = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+        if end > size:
+            return False
+        first = buf[pos + 4]
+        if pos == 0 and first in (0x00, 0xFF):
+            if first == 0xFF:
+                raise RuntimeError(f"the server refused the query: {buf[7:end].decode(errors='replace')}")
+            return True
+        if first == 0xFE and end - pos < 13:
+            eofs += 1
+            if eofs == 2:
+                return True
+        pos = end
+    return False
+
+
+class NoDriver(RawAiomysql):
+    """No driver at all: the query's packet written to the socket and the reply read until it is whole, on
+    connections aiomysql opened (for the handshake only); in the 64-task workload the tasks share ten of them
+    through a FIFO of futures a few lines long. No client on this event loop can do less per query: the same
+    run's bound for every driver and pool above it, the event loop's and the system calls' share of a query."""
+
+    name = "raw asyncio, no driver"
+    conns: list[Any]
+
+    async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
+        self.conns = [await aiomysql.connect(**kwargs, autocommit=True) for _ in range(MAXSIZE)]
+        self.conn = self.conns[0]
+        self.free: deque[Any] = deque(self.conns)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            await conn.ensure_closed()
+
+    @staticmethod
+    async def _query(conn: Any) -> None:
+        reader = conn._reader
+        conn._writer.write(_SELECT1_PACKET)
+        reply = await reader.read(65536)
+        while not _reply_complete(reply):
+            reply += await reader.read(65536)
+
+    async def select1(self, n: int) -> None:
+        conn, query = self.conn, self._query
+        for _ in range(n):
+            await query(conn)
+
+    async def shared(self, n: int) -> None:
+        free, waiting, query = self.free, self.waiting, self._query
+        for _ in range(n):
+            if free:
+                conn = free.pop()
+            else:
+                fut = asyncio.get_running_loop().create_future()
+                waiting.append(fut)
+                conn = await fut
+            try:
+                await query(conn)
+            finally:
+                if waiting:
+                    waiting.popleft().set_result(conn)
+                else:
+                    free.append(conn)
+
+
 class _CursorPool(Contender):
     """Pools with aiomysql's surface: ``async with pool.acquire() as conn``."""
 
@@ -201,7 +277,7 @@ class SQLAlchemyEngine(Contender):
                 (await conn.execute(query)).scalar()
 
 
-#: Every contender, in the report's column order: ours on each driver, the peers' pools, the raw drivers.
+#: Every contender, in the report's column order: ours on each driver, the peers' pools, the raw drivers, no driver.
 CONTENDERS: tuple[type[Contender], ...] = (
     MysqlPool,
     MysqlPoolAsyncmy,
@@ -210,6 +286,7 @@ CONTENDERS: tuple[type[Contender], ...] = (
     SQLAlchemyEngine,
     RawAiomysql,
     RawAsyncmy,
+    NoDriver,
 )
 
 

@@ -32,6 +32,7 @@ AIOMYSQL = "aiomysql's pool"
 ASYNCMY = "asyncmy's pool"
 RAW = "raw aiomysql"
 RAW_ASYNCMY = "raw asyncmy"
+NO_DRIVER = "raw asyncio, no driver"
 HTTP_NODB, HTTP_HANDWRITTEN, HTTP_OURS, HTTP_OURS_ASYNCMY, HTTP_SQLALCHEMY = (label for _, label in APPS)
 _PACKAGES = (
     "fastapi-mysqlpool", "aiomysql", "PyMySQL", "asyncmy", "SQLAlchemy", "fastapi", "starlette", "uvicorn",
@@ -248,6 +249,15 @@ def _pool_table(pools: Mapping[str, PoolResults]) -> list[str]:
         lines.append(
             f"Driver alone ({loop}), SELECT 1 on a raw connection: asyncmy / aiomysql = "
             f"{_ratio(pool.ratio(RAW_ASYNCMY, 'select1', RAW))}."
+        )
+    for loop, pool in pools.items():
+        sequential, shared = pool.cpu_us(NO_DRIVER, "select1"), pool.cpu_us(NO_DRIVER, "concurrent")
+        if sequential is None or shared is None:
+            continue
+        lines.append(
+            f"No driver ({loop}): a query written to the socket and its reply read costs {sequential:.1f} µs of "
+            f"client CPU sequentially and {shared:.1f} µs in the {TASKS}-task workload, the event loop's and the "
+            "system calls' share that every column pays; the rest of each column is its driver and pool."
         )
     return lines
 
