@@ -362,6 +362,10 @@ class PoolDriver(Driver):
     @final
     def set_owned(self, conn: PoolConnection, owned: bool) -> None:
         conn._released = not owned
+        if owned:
+            # Handed out: the pool tested its session after the last command that reached it while given back
+            # (`take`, the idle path's test, the release, or the test after the pool's own I/O).
+            conn._touched = False
 
     @abc.abstractmethod
     def take(self, conn: Any, autocommit: bool | None) -> bool:

@@ -76,6 +76,30 @@ async def test_an_idle_connection_inside_a_transaction_is_discarded_not_handed_o
     )
 
 
+async def test_a_pinged_connection_is_handed_out_unmarked_and_a_later_change_is_still_caught(
+    make_pool: PoolFactory,
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, pre_ping_window=0.2)
+    async with pool.acquire() as conn:
+        before = await conn_id(conn)
+    await asyncio.sleep(0.3)  # past the pre-ping window: the next acquire pings it in the pool's own task
+    async with pool.acquire() as pinged:
+        assert pinged is conn
+        # The ping reached it while given back; the test after the ping settled it, so the mark is gone.
+        assert conn._touched is False
+    assert pool.stats()["closed_total"]["broken"] == 0
+
+    async def begin_behind_the_pools_back() -> Any:
+        POOL_TASK.set(True)
+        return await conn.begin()
+
+    await asyncio.create_task(begin_behind_the_pools_back())
+    async with pool.acquire() as fresh:  # within the window: the fast path, which now tests the session
+        assert await conn_id(fresh) != before
+        assert await fetch(fresh, "SELECT @@in_transaction") == [(0,)]
+    assert pool.stats()["closed_total"]["broken"] == 1
+
+
 @pytest.mark.parametrize("step", ["open", "reset"])
 async def test_a_connection_the_pools_own_io_left_in_a_transaction_is_closed_not_handed_to_a_waiter(
     make_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, step: str
