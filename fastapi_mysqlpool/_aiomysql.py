@@ -268,6 +268,11 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         if self._watchdog is not None:
             self._watchdog.unwatch(self)
 
+    def _read_progress(self) -> object:
+        # What came and what was read (aiomysql's own read of a continued packet waits more than once per watch).
+        reader = self._reader
+        return None if reader is None else (len(getattr(reader, "_buffer", b"")), self._next_seq_id)
+
     def _read_timed_out(self, timeout: float) -> None:
         # The waiting read wakes with the error; the socket closes without I/O (nothing may be sent into a
         # stream whose answer is still due), and the host is re-checked: a paused or cut-off server looks so.

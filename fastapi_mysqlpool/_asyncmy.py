@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
+from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import asyncmy
@@ -42,7 +43,7 @@ from asyncmy import converters, errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
-from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
+from ._connection import COM_QUERY, OpenedWith, PoolConnection, PoolDriver, error_families
 from ._read_timeout import read_timeout_reason, read_wait, watchdog
 from ._seam import BROKEN, READY, RESTORE, ROLLBACK
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
@@ -55,6 +56,9 @@ _EOF_LENGTH = 5
 
 # asyncmy's stubs declare part of the compiled result class only: the pool reads it as untyped.
 MySQLResult: Any = _connection.MySQLResult
+# asyncmy's own send and wait, which `Connection.query` and `Connection._fill_buffer` call past the overrides.
+_execute: Any = asyncmy.Connection._execute_command
+_fill: Any = asyncmy.Connection._fill_buffer
 
 
 class _Result(MySQLResult):  # type: ignore[misc]
@@ -132,8 +136,16 @@ class Connection(PoolConnection, _Asyncmy):
         super().close()
         self._connected = False  # close() leaves it set before asyncmy 0.2.18: `conn.connected` would say open
 
-    async def _fill_buffer(self, need: int) -> None:
-        # Every wait for the server's bytes goes through here: the owner's record, and the read timeout's watch.
+    def _fill_buffer(self, need: int) -> Awaitable[None]:
+        # Every wait for the server's bytes goes through here. A plain query (`query`) has recorded its task and
+        # watches its whole answer: asyncmy's own wait, with no coroutine of ours around it.
+        if self._waiting is not None:
+            wait: Awaitable[None] = _fill(self, need)
+            return wait
+        return self._watched_fill(need)
+
+    async def _watched_fill(self, need: int) -> None:
+        # The owner's record, and the read timeout's watch, for one wait.
         self._waiting = asyncio.current_task()
         dog = None
         if self.read_timeout:
@@ -147,6 +159,10 @@ class Connection(PoolConnection, _Asyncmy):
             self._waiting = None
             if dog is not None:
                 dog.unwatch(self)
+
+    def _read_progress(self) -> object:
+        proto = self._proto
+        return None if proto is None else (proto.length, proto.pos, self._next_seq_id)
 
     def _read_timed_out(self, timeout: float) -> None:
         # asyncmy's wait sees the stream's error and raises 2013 with its text; the socket closes without I/O
@@ -171,6 +187,40 @@ class Connection(PoolConnection, _Asyncmy):
         self._unconfirmed = False
         return ok
 
+    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        # A plain query (buffered, no per-acquire limit, nothing unread before it) on one coroutine: asyncmy's
+        # send and read, called directly, where its own query would go through three coroutines of ours (the
+        # command, the result, each wait), each a frame to create and resume. The answer's silence is watched
+        # as a whole (`_read_timeout`); everything else is what those three do.
+        last = self._result
+        if unbuffered or self.statement_limit is not None or (last is not None and last.unbuffered_active):
+            return await super().query(sql, unbuffered)
+        if isinstance(sql, str):
+            sql = sql.encode(self._encoding, "surrogateescape")
+        self._before_command(COM_QUERY, sql)
+        self._waiting = asyncio.current_task()
+        dog = None
+        if self.read_timeout:
+            dog = self._watchdog
+            if dog is None:
+                dog = self._watchdog = watchdog(self._loop)
+            dog.watch(self, read_wait(self.read_timeout, self.max_statement_time))
+        try:
+            self._unconfirmed = True
+            await _execute(self, COM_QUERY, sql)
+            result = (MySQLResult if self._deprecate_eof else _Result)(self)
+            await result.read()
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        finally:
+            self._waiting = None
+            if dog is not None:
+                dog.unwatch(self)
+        self._took(result)
+        affected: int = self._affected_rows
+        return affected
+
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         if self._released or self._waiting is not None:  # as for a command: after the release, or a second task
             self._check_owner()
@@ -189,6 +239,10 @@ class Connection(PoolConnection, _Asyncmy):
         except BaseException as exc:
             self._failed(exc)
             raise
+        self._took(result)
+
+    def _took(self, result: Any) -> None:
+        """Keep a result that was read: its status is the connection's, whatever its value."""
         self._result = result
         self._affected_rows = result.affected_rows
         if not result.unbuffered_active:  # else its EOF, still to come, says (`_Result`)

@@ -203,7 +203,8 @@ class PoolConnection:
         self._check_owner()
         await cast(Any, super()).ensure_closed()
 
-    async def _execute_command(self, command: int, sql: Any) -> None:
+    def _before_command(self, command: int, sql: Any) -> None:
+        """What every command passes before it is sent: the owner's test, and what the session may become."""
         if self._released or self._waiting is not None:  # two attribute tests for the owner's own command
             self._check_owner()
         if self._tracks_sessions and not self._session_changed:
@@ -212,6 +213,9 @@ class PoolConnection:
             self._session_changed = bool(self.server_status & SERVER_SESSION_STATE_CHANGED) or (
                 command in (COM_QUERY, COM_STMT_PREPARE) and changes_unreported(sql)
             )
+
+    async def _execute_command(self, command: int, sql: Any) -> None:
+        self._before_command(command, sql)
         try:
             await super()._execute_command(command, sql)  # type: ignore[misc]  # the driver's; no cast() call per command
         except BaseException as exc:

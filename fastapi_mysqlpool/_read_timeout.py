@@ -21,6 +21,12 @@ another user, and the host is re-checked before it gets new work.
   microseconds (a handle object, a heap push, and cancelled handles to sweep). The watchdog runs every quarter
   of the shortest bound it watches (at most every second, at least every 50 ms) while any read waits, and
   not at all otherwise; a read is failed at most that much after its bound.
+- A connection may also be watched for a whole answer instead of each wait (asyncmy's plain queries, where a
+  watch per wait costs a coroutine of its own on every read): then silence is what counts, not the answer's
+  time. At each round the watchdog asks the connection for a mark of its progress (`Watched._read_progress`:
+  bytes received, bytes read, packets read); a mark that changed since the last round moves the deadline to a
+  full bound from that round. So an answer that keeps streaming is never cut, and one silent for the bound is
+  failed at most two rounds after its bound.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ _MIN_TICK = 0.05
 class Watched(Protocol):
     def _read_timed_out(self, timeout: float) -> None: ...
 
+    def _read_progress(self) -> object:
+        """Something that changes whenever the connection receives or reads bytes of its answer."""
+
 
 class ReadWatchdog:
     """The reads of one event loop that wait for their server, each with its deadline; past it, the watchdog
@@ -47,13 +56,14 @@ class ReadWatchdog:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.waiting: dict[Watched, tuple[float, float]] = {}
+        # Each watched connection's deadline, bound, and mark of progress at the last round.
+        self.waiting: dict[Watched, tuple[float, float, object]] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._tick = _MAX_TICK
 
     def watch(self, conn: Watched, timeout: float) -> None:
         """``conn`` waits for its server from now, for at most ``timeout`` seconds."""
-        self.waiting[conn] = (self._loop.time() + timeout, timeout)
+        self.waiting[conn] = (self._loop.time() + timeout, timeout, conn._read_progress())
         if self._handle is None or timeout < 4 * self._tick:
             tick = _tick_for(timeout)
             if self._handle is not None:
@@ -70,12 +80,19 @@ class ReadWatchdog:
     def _check(self) -> None:
         self._handle = None
         now = self._loop.time()
-        expired = [(conn, timeout) for conn, (deadline, timeout) in self.waiting.items() if deadline <= now]
+        waiting = self.waiting
+        expired = []
+        for conn, (deadline, timeout, mark) in waiting.items():
+            progress = conn._read_progress()
+            if progress != mark:  # bytes came or were read since the last round: silence starts again
+                waiting[conn] = (now + timeout, timeout, progress)
+            elif deadline <= now:
+                expired.append((conn, timeout))
         for conn, timeout in expired:
-            del self.waiting[conn]
+            del waiting[conn]
             conn._read_timed_out(timeout)
-        if self.waiting:
-            self._tick = _tick_for(min(timeout for _, timeout in self.waiting.values()))
+        if waiting:
+            self._tick = _tick_for(min(timeout for _, timeout, _ in waiting.values()))
             self._handle = self._loop.call_later(self._tick, self._check)
 
 

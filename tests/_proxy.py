@@ -183,7 +183,9 @@ class _Connection:
                     if self._eofs_delivered == 2:
                         self.request_close("close")
                     return
-                if self._proxy._split is not None and writer is self._client_writer:
+                if self._proxy._trickle is not None and writer is self._client_writer:
+                    await self._proxy._write_trickle(writer, data)
+                elif self._proxy._split is not None and writer is self._client_writer:
                     await self._proxy._write_split(writer, data)
                 else:
                     writer.write(data)
@@ -243,6 +245,7 @@ class FaultProxy:
         self._blackhole = False
         self._slow_new = 0.0
         self._split: tuple[random.Random, int] | None = None
+        self._trickle: tuple[int, float] | None = None
         self._stopping = False
         self._conns: set[_Connection] = set()
         self._total = 0
@@ -377,14 +380,28 @@ class FaultProxy:
 
         self._control(apply)
 
+    def trickle_replies(self, chunk: int, pause: float) -> None:
+        """Send what the server sends in pieces of ``chunk`` bytes, ``pause`` seconds apart: a reply that keeps
+        streaming, slowly, for as long as its size asks."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        pause = _non_negative(pause, "pause")
+
+        def apply() -> None:
+            self._trickle = (chunk, pause)
+
+        self._control(apply)
+
     def heal(self) -> None:
-        """Turn off latency, blackhole, slow connects and split replies. Connections already dead stay dead."""
+        """Turn off latency, blackhole, slow connects, split and trickled replies. Connections already dead stay
+        dead."""
 
         def apply() -> None:
             self._apply_latency(0.0)
             self._blackhole = False
             self._slow_new = 0.0
             self._split = None
+            self._trickle = None
 
         self._control(apply)
 
@@ -508,6 +525,14 @@ class FaultProxy:
         # Chunks already waiting re-check their deadline, so lowering the latency releases them early.
         for waiter in list(self._latency_waiters):
             _resolve(waiter)
+
+    async def _write_trickle(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        assert self._trickle is not None
+        chunk, pause = self._trickle
+        for start in range(0, len(data), chunk):
+            writer.write(data[start : start + chunk])
+            await writer.drain()
+            await asyncio.sleep(pause)
 
     async def _write_split(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         assert self._split is not None

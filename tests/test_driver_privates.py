@@ -76,6 +76,7 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("asyncmy.connection", "Connection._send_autocommit_mode", COROUTINE),
     ("asyncmy.connection", "Connection.ensure_closed", COROUTINE),
     ("asyncmy.connection", "Connection._fill_buffer", COROUTINE),  # every wait for bytes: owner and read timeout
+    ("asyncmy.connection", "Connection.query", COROUTINE),  # a plain query calls the send and the read itself
     ("asyncmy.connection", "MySQLResult", CLASS),
     ("asyncmy.connection", "MySQLResult._check_packet_is_eof", METHOD),
     ("asyncmy.connection", "MySQLResult.init_unbuffered_query", COROUTINE),
@@ -92,6 +93,7 @@ PRIVATES: list[tuple[str, str, str]] = [
 _MIXIN_NAMES = frozenset(
     {
         "_broken",
+        "_before_command",
         "_check_owner",
         "_failed",
         "_own_query",
@@ -130,6 +132,7 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
                 "_tracks_sessions",
                 "_unconfirmed",
                 "_waiting",
+                "_read_progress",
                 "_read_timed_out",
                 "_unwatch",
                 "_watch",
@@ -137,7 +140,10 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
         )
         | _MIXIN_NAMES,
     ),
-    "_asyncmy.py": ((_ASYNCMY,), frozenset({"_read_timed_out"}) | _MIXIN_NAMES),
+    "_asyncmy.py": (
+        (_ASYNCMY,),
+        frozenset({"_read_progress", "_read_timed_out", "_took", "_watched_fill"}) | _MIXIN_NAMES,
+    ),
 }
 
 # The private state the driver modules read or set on live objects, which exists only once a connection is
@@ -184,12 +190,14 @@ ASYNCMY_STATE: dict[str, dict[str, type | None]] = {
         "_charset": str,
         "_client_flag": int,
         "_connected": bool,
+        "_deprecate_eof": bool,
         "_db": None,
         "_encoders": dict,
         "_encoding": str,
         "_host": str,
         "_init_command": None,
         "_loop": asyncio.AbstractEventLoop,
+        "_next_seq_id": int,
         "_port": int,
         "_proto": None,
         "_result": None,

@@ -149,3 +149,24 @@ async def test_each_read_is_cut_at_its_own_bound_whatever_else_waits(
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+
+
+async def test_an_answer_that_keeps_streaming_is_not_cut_however_long_it_takes(
+    driver: str, mysql_server: MySQLServer, proxy: FaultProxy, make_pool: PoolFactory
+) -> None:
+    # The bound is on silence: 60 KB in pieces of 3 KB, 0.1 s apart, take about 2 s, four times the bound, and
+    # no gap comes near it. The same pool's next silent answer is still cut at the bound.
+    pool = await make_pool(proxied_dsn(mysql_server, proxy), minsize=1, maxsize=1, read_timeout=0.5)
+    async with pool.acquire() as conn:
+        assert await scalar(conn, "SELECT 1") == 1
+        proxy.trickle_replies(3000, 0.1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        value = await asyncio.wait_for(scalar(conn, "SELECT REPEAT('x', 60000)"), NEVER)
+        assert value in ("x" * 60000, b"x" * 60000)
+        assert loop.time() - started > 1.0  # it did stream for longer than twice the bound
+        proxy.heal()
+        assert await scalar(conn, "SELECT 2") == 2
+        proxy.blackhole()
+        error = await statement_error(conn, "SELECT 3")
+    assert error.args[0] == LOST and "read_timeout=0.5 s" in error.args[1]
