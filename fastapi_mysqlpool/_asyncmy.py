@@ -44,7 +44,7 @@ from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STA
 from asyncmy.cursors import Cursor, DictCursor
 
 from ._connection import COM_QUERY, OpenedWith, PoolConnection, PoolDriver, error_families
-from ._read_timeout import read_timeout_reason, read_wait, watchdog
+from ._read_timeout import ReadWatchdog, read_timeout_reason, read_wait, watchdog
 from ._seam import BROKEN, READY, RESTORE, ROLLBACK
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 
@@ -147,18 +147,23 @@ class Connection(PoolConnection, _Asyncmy):
     async def _watched_fill(self, need: int) -> None:
         # The owner's record, and the read timeout's watch, for one wait.
         self._waiting = asyncio.current_task()
-        dog = None
-        if self.read_timeout:
-            dog = self._watchdog
-            if dog is None:
-                dog = self._watchdog = watchdog(self._loop)
-            dog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
+        dog = self._watch_answer()
         try:
             await super()._fill_buffer(need)
         finally:
             self._waiting = None
             if dog is not None:
                 dog.unwatch(self)
+
+    def _watch_answer(self) -> ReadWatchdog | None:
+        # The read timeout's watch of the answer now due; the watchdog to unwatch with, None with no read timeout.
+        if not self.read_timeout:
+            return None
+        dog = self._watchdog
+        if dog is None:
+            dog = self._watchdog = watchdog(self._loop)
+        dog.watch(self, read_wait(self.read_timeout, self.statement_limit or self.max_statement_time))
+        return dog
 
     def _read_progress(self) -> object:
         proto = self._proto
@@ -199,12 +204,7 @@ class Connection(PoolConnection, _Asyncmy):
             sql = sql.encode(self._encoding, "surrogateescape")
         self._before_command(COM_QUERY, sql)
         self._waiting = asyncio.current_task()
-        dog = None
-        if self.read_timeout:
-            dog = self._watchdog
-            if dog is None:
-                dog = self._watchdog = watchdog(self._loop)
-            dog.watch(self, read_wait(self.read_timeout, self.max_statement_time))
+        dog = self._watch_answer()
         try:
             self._unconfirmed = True
             await _execute(self, COM_QUERY, sql)

@@ -142,7 +142,7 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     ),
     "_asyncmy.py": (
         (_ASYNCMY,),
-        frozenset({"_read_progress", "_read_timed_out", "_took", "_watched_fill"}) | _MIXIN_NAMES,
+        frozenset({"_read_progress", "_read_timed_out", "_took", "_watch_answer", "_watched_fill"}) | _MIXIN_NAMES,
     ),
 }
 
