@@ -34,13 +34,15 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   bytes, so a changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
   Anything unusual (a packet continued past 16 MiB, an error, a malformed value) is left
   to aiomysql's own code, which raises what it always raised.
+- ``conn.cursor()`` gives subclasses of ``aiomysql.Cursor`` and ``aiomysql.DictCursor`` that take fewer calls
+  per statement (`_aiomysql_cursors`); every other cursor class is aiomysql's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from struct import unpack_from
+from struct import Struct, unpack_from
 from typing import Any, ClassVar
 
 import aiomysql
@@ -50,7 +52,8 @@ from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-from ._connection import OpenedWith, PoolConnection, PoolDriver, error_families
+from ._aiomysql_cursors import LEAN_CURSORS, CursorContext
+from ._connection import COM_QUERY, OpenedWith, PoolConnection, PoolDriver, error_families
 from ._read_timeout import read_timeout_reason, read_wait, watchdog
 from ._seam import BROKEN, READY, RESTORE, ROLLBACK
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
@@ -69,6 +72,8 @@ AUTOCOMMIT = pymysql.constants.SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 MORE_RESULTS = pymysql.constants.SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 # A payload of this length continues in the next packet; those take aiomysql's own path.
 _CONTINUED = 0xFFFFFF
+# A command packet's header and command byte: the payload's length (command included), sequence number 0.
+_COMMAND_HEADER = Struct("<iB")
 
 #: Whether result sets record the status of their closing EOF packet (aiomysql's hook exists).
 EOF_STATUS_TRACKED = callable(getattr(MySQLResult, "_check_packet_is_eof", None))
@@ -149,6 +154,14 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         self._unconfirmed = False
         if status & SERVER_SESSION_STATE_CHANGED:
             self._session_changed = True
+
+    def cursor(self, *cursors: Any) -> Any:
+        # aiomysql's two buffered cursor classes have the pool's leaner subclasses (`_aiomysql_cursors`).
+        lean = LEAN_CURSORS.get(cursors[0] if len(cursors) == 1 else None if cursors else self.cursorclass)
+        if lean is None or not self._writer:
+            return super().cursor(*cursors)  # any other class, or not connected: aiomysql decides (and raises)
+        self._last_usage = self._loop.time()
+        return CursorContext(lean(self, self._echo))
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
@@ -400,6 +413,35 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
             if pos:
                 self._consume(reader, pos, seq)
         return done
+
+    async def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        # A plain query (buffered, no per-acquire limit, one packet, nothing unread before it) sends itself: what
+        # aiomysql's query and command and the pool's do, without the four coroutines (and their frames) between.
+        last = self._result
+        writer = self._writer
+        if (
+            unbuffered
+            or self.statement_limit is not None
+            or writer is None
+            or (last is not None and (last.unbuffered_active or last.has_next))
+        ):
+            return await super().query(sql, unbuffered)
+        if isinstance(sql, str):
+            sql = sql.encode(self._encoding, "surrogateescape")
+        if len(sql) >= _CONTINUED:
+            return await super().query(sql, unbuffered)  # sent in more than one packet: aiomysql's way
+        self._before_command(COM_QUERY, sql)
+        self._result = None
+        try:
+            writer.write(_COMMAND_HEADER.pack(len(sql) + 1, COM_QUERY) + sql)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        self._next_seq_id = 1
+        self._unconfirmed = True
+        await self._read_query_result()
+        affected: int = self._affected_rows
+        return affected
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         if self._released or self._waiting is not None:  # as for a command: after the release, or a second task

@@ -34,6 +34,7 @@ from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import limit_leaves_session, session_sql, with_limit
 
 __all__ = [
+    "COM_QUERY",
     "COM_RESET_CONNECTION",
     "TRACKERS",
     "OpenedWith",

@@ -57,6 +57,12 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("aiomysql.connection", "MySQLResult.read", COROUTINE),
     ("aiomysql.connection", "TEXT_TYPES", "set"),
     ("aiomysql.connection", "_StreamReader.eof_received", PROPERTY),
+    # aiomysql (fastapi_mysqlpool/_aiomysql_cursors.py): the Cursor and DictCursor subclasses
+    ("aiomysql.cursors", "Cursor._query", COROUTINE),
+    ("aiomysql.cursors", "Cursor._do_get_result", COROUTINE),
+    ("aiomysql.cursors", "Cursor._escape_args", METHOD),
+    ("aiomysql.cursors", "Cursor._show_warnings", COROUTINE),
+    ("aiomysql.cursors", "DictCursor._do_get_result", COROUTINE),
     # asyncio, under aiomysql's stream reader: the synchronous read of buffered packets
     ("asyncio", "StreamReader._maybe_resume_transport", METHOD),
     ("asyncio", "StreamReader._wait_for_data", COROUTINE),
@@ -140,6 +146,10 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
         )
         | _MIXIN_NAMES,
     ),
+    "_aiomysql_cursors.py": (
+        ("aiomysql.cursors.Cursor", "aiomysql.cursors.DictCursor"),
+        frozenset({"_cursor", "_plain_result"}),
+    ),
     "_asyncmy.py": (
         (_ASYNCMY,),
         frozenset({"_read_progress", "_read_timed_out", "_took", "_watch_answer", "_watched_fill"}) | _MIXIN_NAMES,
@@ -152,8 +162,10 @@ AIOMYSQL_STATE: dict[str, dict[str, type | None]] = {
     "connection": {
         "_affected_rows": int,
         "_charset": str,
+        "_echo": bool,
         "_encoding": str,
         "_host": str,
+        "_last_usage": float,
         "_loop": asyncio.AbstractEventLoop,
         "_next_seq_id": int,
         "_port": int,
@@ -172,6 +184,20 @@ AIOMYSQL_STATE: dict[str, dict[str, type | None]] = {
         "_eof_received": bool,
         "_exception": type(None),
         "eof_received": bool,
+    },
+    # The cursor's state, as aiomysql's __init__, _clear_result and _do_get_result set it.
+    "cursor": {
+        "_connection": None,
+        "_description": None,
+        "_echo": bool,
+        "_executed": None,
+        "_last_executed": None,
+        "_lastrowid": None,
+        "_loop": asyncio.AbstractEventLoop,
+        "_result": None,
+        "_rowcount": int,
+        "_rownumber": int,
+        "_rows": None,
     },
     "result": {
         "affected_rows": int,
@@ -315,6 +341,8 @@ async def test_driver_connection_state(
     try:
         async with await driver.cursor(conn, dict_rows=False) as cur:
             await cur.execute("SELECT 1")
+            if "cursor" in table:
+                check_state("cursor", cur, table["cursor"])
         check_state("connection", conn, table["connection"])
         check_state(stream, getattr(conn, attribute), table[stream])
         check_state("result", conn._result, table["result"])
