@@ -48,11 +48,12 @@ from typing import Any, ClassVar
 import aiomysql
 import pymysql
 from aiomysql.connection import TEXT_TYPES, MySQLResult
+from aiomysql.utils import _ContextManager
 from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
 
-from ._aiomysql_cursors import LEAN_CURSORS, CursorContext
+from ._aiomysql_cursors import lean_cursor_class
 from ._connection import COM_QUERY, OpenedWith, PoolConnection, PoolDriver, error_families
 from ._read_timeout import read_timeout_reason, read_wait, watchdog
 from ._seam import BROKEN, READY, RESTORE, ROLLBACK
@@ -94,18 +95,38 @@ class _Result(MySQLResult):  # type: ignore[misc]
         if not self.connection._take_descriptions(self):
             await super()._get_descriptions()
 
-    async def _read_rowdata_packet(self) -> None:
+    async def read(self) -> None:
+        # aiomysql's `read` and `_read_result_packet` in one coroutine, where aiomysql's take four: the column
+        # definitions and the rows already in the buffer are taken in place, the rest read as aiomysql reads it.
         conn: Connection = self.connection
-        rows: list[tuple[Any, ...]] = []
-        while not conn._take_rows(self, rows):
-            # The rest is not in the buffer yet, or the next packet is irregular: one the slow way.
+        try:
+            first = await conn._read_packet()
+            if first.is_ok_packet():
+                self._read_ok_packet(first)
+            elif first.is_load_local_packet():
+                await self._read_load_local_packet(first)
+            else:
+                self.field_count = first.read_length_encoded_integer()
+                if not conn._take_descriptions(self):
+                    await super()._get_descriptions()
+                rows: list[tuple[Any, ...]] = []
+                if not conn._take_rows(self, rows):
+                    await self._read_more_rows(rows)
+                self.affected_rows = len(rows)
+                self.rows = tuple(rows)
+        finally:
+            self.connection = None
+
+    async def _read_more_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """The rows not in the buffer yet, or after an irregular packet: one packet at a time, the buffer again."""
+        conn: Connection = self.connection
+        while True:
             packet = await conn._read_packet()
             if self._check_packet_is_eof(packet):
-                break
+                return
             rows.append(self._read_row_from_packet(packet))
-        self.connection = None
-        self.affected_rows = len(rows)
-        self.rows = tuple(rows)
+            if conn._take_rows(self, rows):
+                return
 
     def _check_packet_is_eof(self, packet: MysqlPacket) -> bool:
         if not packet.is_eof_packet():
@@ -157,11 +178,14 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
 
     def cursor(self, *cursors: Any) -> Any:
         # aiomysql's two buffered cursor classes have the pool's leaner subclasses (`_aiomysql_cursors`).
-        lean = LEAN_CURSORS.get(cursors[0] if len(cursors) == 1 else None if cursors else self.cursorclass)
+        lean = lean_cursor_class(cursors[0] if len(cursors) == 1 else None if cursors else self.cursorclass)
         if lean is None or not self._writer:
             return super().cursor(*cursors)  # any other class, or not connected: aiomysql decides (and raises)
         self._last_usage = self._loop.time()
-        return CursorContext(lean(self, self._echo))
+        # What aiomysql returns: a coroutine over a completed future, and an async context manager.
+        done = self._loop.create_future()
+        done.set_result(lean(self, self._echo))
+        return _ContextManager(done)
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
@@ -210,66 +234,63 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
 
     async def _read_packet(self, packet_type: type[MysqlPacket] = MysqlPacket) -> MysqlPacket:
         try:
-            return await self._read_one(packet_type)
-        except BaseException as exc:
-            self._failed(exc)
-            raise
-
-    async def _read_one(self, packet_type: type[MysqlPacket]) -> MysqlPacket:
-        reader = self._reader
-        while self._buffered_reads and reader is not None and reader._exception is None:
-            buffer: bytearray = reader._buffer
-            size = len(buffer)
-            if size >= 4:
-                length = buffer[0] | buffer[1] << 8 | buffer[2] << 16
-                sequence = self._next_seq_id
-                if length == _CONTINUED or buffer[3] != sequence:
+            reader = self._reader
+            while self._buffered_reads and reader is not None and reader._exception is None:
+                buffer: bytearray = reader._buffer
+                size = len(buffer)
+                if size >= 4:
+                    length = buffer[0] | buffer[1] << 8 | buffer[2] << 16
+                    sequence = self._next_seq_id
+                    if length == _CONTINUED or buffer[3] != sequence:
+                        break
+                    end = length + 4
+                    if size >= end:
+                        payload = bytes(buffer[4:end])
+                        self._consume(reader, end, (sequence + 1) % 256)
+                        packet = packet_type(payload, self._encoding)
+                        if packet.is_error_packet():
+                            result = self._result
+                            if result is not None and result.unbuffered_active is True:
+                                result.unbuffered_active = False
+                            packet.raise_for_error()
+                        return packet
+                if reader._eof:
                     break
-                end = length + 4
-                if size >= end:
-                    payload = bytes(buffer[4:end])
-                    self._consume(reader, end, (sequence + 1) % 256)
-                    packet = packet_type(payload, self._encoding)
-                    if packet.is_error_packet():
-                        result = self._result
-                        if result is not None and result.unbuffered_active is True:
-                            result.unbuffered_active = False
-                        packet.raise_for_error()
-                    return packet
-            if reader._eof:
-                break
-            # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
+                # One wait for the rest of the packet, where aiomysql waits for its header and then its payload.
+                self._waiting = asyncio.current_task()
+                if self.read_timeout:
+                    self._watch()
+                try:
+                    await reader._wait_for_data("readexactly")
+                except asyncio.CancelledError:
+                    self._close_on_cancel()
+                    raise
+                except Exception:
+                    break  # the stream failed (or the read timeout failed it): aiomysql's path reports it
+                finally:
+                    self._waiting = None
+                    if self.read_timeout:
+                        self._unwatch()
+                if self._reader is not reader:
+                    # Closed while we waited: what aiomysql's wait reports when its stream ends there.
+                    lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
+                    raise pymysql.err.OperationalError(
+                        CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
+                    ) from lost
+            # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
             self._waiting = asyncio.current_task()
             if self.read_timeout:
                 self._watch()
             try:
-                await reader._wait_for_data("readexactly")
-            except asyncio.CancelledError:
-                self._close_on_cancel()
-                raise
-            except Exception:
-                break  # the stream failed (or the read timeout failed it): aiomysql's path reports it
+                waited: MysqlPacket = await super()._read_packet(packet_type)
             finally:
                 self._waiting = None
                 if self.read_timeout:
                     self._unwatch()
-            if self._reader is not reader:
-                # Closed while we waited: what aiomysql's wait reports when its stream ends there.
-                lost = asyncio.IncompleteReadError(bytes(reader._buffer), None)
-                raise pymysql.err.OperationalError(
-                    CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
-                ) from lost
-        # Continued, out of sequence, cut short or failed: aiomysql reassembles or raises.
-        self._waiting = asyncio.current_task()
-        if self.read_timeout:
-            self._watch()
-        try:
-            waited: MysqlPacket = await super()._read_packet(packet_type)
-        finally:
-            self._waiting = None
-            if self.read_timeout:
-                self._unwatch()
-        return waited
+            return waited
+        except BaseException as exc:
+            self._failed(exc)
+            raise
 
     def _watch(self) -> None:
         """Give the connection up when the server sends nothing for `read_timeout` seconds (`_read_timeout`)."""
@@ -428,7 +449,7 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
             return await super().query(sql, unbuffered)
         if isinstance(sql, str):
             sql = sql.encode(self._encoding, "surrogateescape")
-        if len(sql) >= _CONTINUED:
+        if len(sql) + 1 >= _CONTINUED:  # with the command's byte, a full packet: another (empty) one follows
             return await super().query(sql, unbuffered)  # sent in more than one packet: aiomysql's way
         self._before_command(COM_QUERY, sql)
         self._result = None

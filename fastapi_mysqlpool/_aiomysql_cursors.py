@@ -2,31 +2,60 @@
 
 ``conn.cursor()`` on a pool connection gives a `Cursor` (or, for ``aiomysql.DictCursor``, a `DictCursor`): a
 subclass of aiomysql's class, so ``isinstance`` checks, the attributes and every method behave as they do on
-aiomysql's. What changes is how many Python calls a statement takes. aiomysql's cursor looks its connection up
-five times per ``execute`` (each a call that raises once the cursor is closed), asks twice whether result sets
-are still to come, builds two futures per ``fetchone`` where one is returned, and wraps ``cursor()`` in a future
-and a coroutine. Here each of those is one test, in place:
+aiomysql's, and ``conn.cursor()`` returns what aiomysql's returns (awaitable, an async context manager, a
+coroutine to asyncio). What changes is how many Python calls a statement takes. aiomysql's ``execute`` looks the
+connection up five times (each a call that raises once the cursor is closed) and asks twice whether result sets
+are still to come, and its ``fetchone`` builds two futures where it returns one. Here:
 
-- ``conn.cursor()`` returns an object that is both awaitable and an async context manager, as aiomysql's is,
-  without the future and the coroutine behind it.
-- ``execute`` tests the cursor and the result sets still to come once, and reads the answer in the same call.
-  Result sets still unread (of a stored procedure, say) are read first, as aiomysql does.
+- ``execute`` tests the cursor and the result sets still to come once; on a `Cursor` it also reads the answer
+  in the same call, where aiomysql's goes through two more coroutines (``_query``, ``_do_get_result``). Result
+  sets still unread (of a stored procedure, say) are read first, as aiomysql does; a cursor closed while the
+  answer was awaited raises aiomysql's "Cursor closed".
+- Server warnings are raised as aiomysql raises them, at the place in aiomysql's ``execute`` that its own
+  warnings name, so that a filter on aiomysql's module, and the once-per-place default, work the same.
 - ``fetchone`` returns one completed future.
-- ``close`` (and the end of ``async with``) only drops the connection when no result set is still to come.
+- ``close`` (and so the end of ``async with``) only drops the connection when no result set is still to come.
 
-Anything else (an echoing cursor, a closed one, warnings to report) takes aiomysql's own code, which raises and
-logs what it always did. The unbuffered cursors and any other class are aiomysql's, unchanged.
+Anything else (an echoing cursor, a closed one, ``callproc``, ``executemany``'s own loop) takes aiomysql's own
+code, which raises and logs what it always did. The unbuffered cursors and any other class are aiomysql's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import dis
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import aiomysql
+import aiomysql.cursors
 from pymysql.err import ProgrammingError
+from pymysql.err import Warning as ServerWarning
 
-__all__ = ["LEAN_CURSORS", "Cursor", "CursorContext", "DictCursor"]
+__all__ = ["Cursor", "DictCursor", "lean_cursor_class"]
+
+
+def _line_calling(function: Callable[..., Any], name: str) -> int:
+    """The line of ``function`` that looks up the attribute ``name``: where aiomysql's warnings point."""
+    line = function.__code__.co_firstlineno
+    for instruction in dis.get_instructions(function):
+        number = getattr(instruction, "line_number", None)  # Python 3.13 on; before, starts_line is the number
+        if number is None and type(instruction.starts_line) is int:
+            number = instruction.starts_line
+        if number is not None:
+            line = number
+        if instruction.argval == name and instruction.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            return line
+    raise RuntimeError(f"aiomysql's {function.__qualname__} no longer calls {name}")
+
+
+# aiomysql's `_show_warnings` warns four frames up, from `_do_get_result` and `_query`: its `execute`'s call of
+# `_query`, in its cursors module.
+_WARNED_FROM = (
+    aiomysql.Cursor.execute.__code__.co_filename,
+    _line_calling(aiomysql.Cursor.execute, "_query"),
+    vars(aiomysql.cursors),
+)
 
 
 class _Lean:
@@ -43,7 +72,7 @@ class _Lean:
     _last_executed: Any
     _echo: bool
     _loop: Any
-    # aiomysql's own ``_do_get_result`` reads the answer (a `DictCursor` converts its rows in its own).
+    # The answer is read here; a `DictCursor` converts its rows in aiomysql's own ``_do_get_result``.
     _plain_result = True
 
     async def execute(self, query: Any, args: Any = None) -> int:
@@ -57,33 +86,48 @@ class _Lean:
                 pass
         if args is not None:
             query = query % self._escape_args(args, conn)  # type: ignore[attr-defined]
-        await self._query(query)
+        if not self._plain_result:
+            await self._query(query)  # type: ignore[attr-defined]  # aiomysql's
+        else:
+            # aiomysql's `_query`: its `_clear_result`, the query, then its `_do_get_result`.
+            self._last_executed = query
+            self._rownumber = 0
+            self._result = None
+            self._rowcount = 0
+            self._description = None
+            self._lastrowid = None
+            self._rows = None
+            await conn.query(query)
+            if not self._connection:
+                raise ProgrammingError("Cursor closed")  # closed while the answer was awaited
+            self._result = result = conn._result
+            self._rowcount = result.affected_rows
+            self._description = result.description
+            self._lastrowid = result.insert_id
+            self._rows = result.rows
+            if result.warning_count > 0:
+                await self._warn(conn)
         self._executed = query
         return self._rowcount
 
-    async def _query(self, q: Any) -> None:
-        conn = self._connection
-        if not conn:
-            raise ProgrammingError("Cursor closed")
-        self._last_executed = q
-        # aiomysql's ``_clear_result``, then its ``_do_get_result`` for a plain cursor.
-        self._rownumber = 0
-        self._result = None
-        self._rowcount = 0
-        self._description = None
-        self._lastrowid = None
-        self._rows = None
-        await conn.query(q)
-        if not self._plain_result:
-            await self._do_get_result()  # type: ignore[attr-defined]
+    async def _warn(self, conn: Any) -> None:
+        """aiomysql's ``_show_warnings``, raising each warning where aiomysql's own would be raised from."""
+        if self._result and self._result.has_next:
             return
-        self._result = result = conn._result
-        self._rowcount = result.affected_rows
-        self._description = result.description
-        self._lastrowid = result.insert_id
-        self._rows = result.rows
-        if result.warning_count > 0:
-            await self._show_warnings(conn)  # type: ignore[attr-defined]
+        rows = await conn.show_warnings()
+        if rows is None:
+            return
+        filename, line, module_globals = _WARNED_FROM
+        for row in rows:
+            warnings.warn_explicit(
+                str(row[-1]),
+                ServerWarning,
+                filename,
+                line,
+                module=module_globals["__name__"],
+                registry=module_globals.setdefault("__warningregistry__", {}),
+                module_globals=module_globals,
+            )
 
     def fetchone(self) -> Any:
         if not self._executed:
@@ -119,24 +163,11 @@ class DictCursor(_Lean, aiomysql.DictCursor):  # type: ignore[misc]
     _plain_result = False
 
 
-#: aiomysql's cursor classes and the pool's class for each.
-LEAN_CURSORS: dict[Any, Any] = {aiomysql.Cursor: Cursor, aiomysql.DictCursor: DictCursor}
-
-
-class CursorContext:
-    """What ``conn.cursor()`` returns: awaited, the cursor; in ``async with``, the cursor, closed at the end."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._cursor
-        yield  # a generator that returns at once: awaiting it never suspends
-
-    async def __aenter__(self) -> Any:
-        return self._cursor
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._cursor.close()
+def lean_cursor_class(requested: object) -> Any:
+    """The pool's class for aiomysql's `requested` cursor class, or None: aiomysql's own class serves."""
+    # Identity, not a dict lookup: anything may be passed, and aiomysql's own check reports what is wrong with it.
+    if requested is aiomysql.Cursor:
+        return Cursor
+    if requested is aiomysql.DictCursor:
+        return DictCursor
+    return None

@@ -9,6 +9,8 @@ caller can see.
 
 from __future__ import annotations
 
+import asyncio
+import collections.abc
 import logging
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -72,7 +74,8 @@ async def _outcome(record: Transcript, step: Callable[[], Awaitable[Any]]) -> An
         else:
             record.append(("returned", value))
     if caught:
-        record.append(("warned", [(w.category, str(w.message)) for w in caught]))
+        # Where it was raised from, too: a filter on aiomysql's module, or the once-per-place default, reads it.
+        record.append(("warned", [(w.category, str(w.message), w.filename, w.lineno) for w in caught]))
     return value
 
 
@@ -117,6 +120,11 @@ async def _script(conn: aiomysql.Connection, cls: type[aiomysql.Cursor]) -> Tran
     await _outcome(seen, cur.nextset)
     await _outcome(seen, lambda: cur.execute("SELECT 1 / 0"))  # a warning, raised as a Warning
     await _outcome(seen, cur.fetchall)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", module="aiomysql")
+        await cur.execute("SELECT 1 / 0, 2 / 0")
+    seen.append(("warned despite the filter", [str(w.message) for w in caught]))
     await _outcome(seen, lambda: cur.execute("SELECT * FROM no_such_table"))
     seen.append(_state(cur))
     await _outcome(seen, lambda: cur.execute("SELECT 3"))
@@ -194,6 +202,64 @@ async def test_the_connections_cursor_class_is_followed(mysql_dsn: str) -> None:
             assert await cur.fetchall() == [(1,), (2,), (3,)]
     finally:
         unbuffered.close()
+
+
+async def test_what_cursor_returns_is_aiomysqls(pair: tuple[aiomysql.Connection, aiomysql.Connection]) -> None:
+    # A coroutine to asyncio, awaitable, an async context manager; asyncio's helpers treat both the same.
+    seen = []
+    for conn in pair:
+        made = conn.cursor()
+        kinds = (type(made), asyncio.iscoroutine(made), isinstance(made, collections.abc.Coroutine))
+        await made
+        outcomes = []
+        for use in (asyncio.ensure_future, lambda c: asyncio.wait_for(c, 5), asyncio.gather):
+            try:
+                value = await use(conn.cursor())
+            except Exception as exc:
+                outcomes.append((type(exc), str(exc)))
+            else:
+                outcomes.append(type(value).__mro__[-3])  # aiomysql's Cursor, under the pool's subclass
+        seen.append((kinds, outcomes))
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("argument", [{}, [], "Cursor", dict])
+async def test_a_wrong_cursor_class_fails_as_in_aiomysql(
+    pair: tuple[aiomysql.Connection, aiomysql.Connection], argument: Any
+) -> None:
+    raised = []
+    for closed in (False, True):
+        for conn in pair:
+            if closed:
+                conn.close()
+            try:
+                conn.cursor(argument)
+            except Exception as exc:
+                raised.append((closed, type(exc), exc.args))
+    assert raised[0::2] == raised[1::2]
+    assert len(raised) == 4
+
+
+@pytest.mark.parametrize("cls", [aiomysql.Cursor, aiomysql.DictCursor])
+async def test_a_cursor_closed_while_its_answer_is_awaited_fails_as_in_aiomysql(
+    pair: tuple[aiomysql.Connection, aiomysql.Connection], cls: type[aiomysql.Cursor]
+) -> None:
+    seen = []
+    for conn in pair:
+        cur = await conn.cursor(cls)
+
+        async def close_soon(cur: aiomysql.Cursor = cur) -> None:
+            await asyncio.sleep(0.1)
+            await cur.close()
+
+        closing = asyncio.create_task(close_soon())
+        try:
+            await cur.execute("SELECT SLEEP(0.4)")
+        except pymysql.err.ProgrammingError as exc:
+            seen.append((exc.args, _state(cur), cur._executed))
+        await closing
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ("Cursor closed",)
 
 
 async def test_a_cursor_of_a_closed_connection_fails_as_in_aiomysql(
@@ -276,13 +342,14 @@ async def test_a_query_longer_than_one_packet_goes_in_several(
         for cls in (aiomysql.Connection, Connection):
             conn = await _connect(cls, mysql_dsn)
             try:
-                for size in (0xFFFFFF - 20, 0xFFFFFF + 1000):
+                # The last length one packet takes, with the command's byte; one more; and well beyond.
+                for size in (0xFFFFFF - 2, 0xFFFFFF - 1, 0xFFFFFF, 0xFFFFFF + 1000):
                     sql = "SELECT LENGTH('" + "x" * (size - len("SELECT LENGTH('')")) + "')"
-                    await conn.query(sql)
+                    await asyncio.wait_for(conn.query(sql), 60)  # a packet short of its end would hang
                     answers.append((cls.__name__, len(sql), conn._result.rows))
             finally:
                 conn.close()
-        assert [a[1:] for a in answers[:2]] == [a[1:] for a in answers[2:]]
+        assert [a[1:] for a in answers[:4]] == [a[1:] for a in answers[4:]]
         assert answers[-1][2] == ((0xFFFFFF + 1000 - len("SELECT LENGTH('')"),),)
     finally:
         query(admin, f"SET GLOBAL max_allowed_packet = {int(previous)}")

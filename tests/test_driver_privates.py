@@ -51,7 +51,8 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("aiomysql.connection", "MySQLResult", CLASS),
     ("aiomysql.connection", "MySQLResult._check_packet_is_eof", METHOD),
     ("aiomysql.connection", "MySQLResult._get_descriptions", COROUTINE),
-    ("aiomysql.connection", "MySQLResult._read_rowdata_packet", COROUTINE),
+    ("aiomysql.connection", "MySQLResult._read_load_local_packet", COROUTINE),
+    ("aiomysql.connection", "MySQLResult._read_ok_packet", METHOD),
     ("aiomysql.connection", "MySQLResult._read_row_from_packet", METHOD),
     ("aiomysql.connection", "MySQLResult.init_unbuffered_query", COROUTINE),
     ("aiomysql.connection", "MySQLResult.read", COROUTINE),
@@ -59,10 +60,10 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("aiomysql.connection", "_StreamReader.eof_received", PROPERTY),
     # aiomysql (fastapi_mysqlpool/_aiomysql_cursors.py): the Cursor and DictCursor subclasses
     ("aiomysql.cursors", "Cursor._query", COROUTINE),
-    ("aiomysql.cursors", "Cursor._do_get_result", COROUTINE),
     ("aiomysql.cursors", "Cursor._escape_args", METHOD),
-    ("aiomysql.cursors", "Cursor._show_warnings", COROUTINE),
-    ("aiomysql.cursors", "DictCursor._do_get_result", COROUTINE),
+    ("aiomysql.cursors", "Cursor._show_warnings", COROUTINE),  # what `_warn` does in its stead
+    ("aiomysql.cursors", "DictCursor._do_get_result", COROUTINE),  # the DictCursor's rows, through `_query`
+    ("aiomysql.utils", "_ContextManager", CLASS),  # what `cursor()` returns
     # asyncio, under aiomysql's stream reader: the synchronous read of buffered packets
     ("asyncio", "StreamReader._maybe_resume_transport", METHOD),
     ("asyncio", "StreamReader._wait_for_data", COROUTINE),
@@ -128,7 +129,7 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
                 "_closed_writer",
                 "_consume",
                 "_field_cache",
-                "_read_one",
+                "_read_more_rows",
                 "_released",
                 "_session_assignments",
                 "_session_changed",
@@ -148,7 +149,7 @@ OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     ),
     "_aiomysql_cursors.py": (
         ("aiomysql.cursors.Cursor", "aiomysql.cursors.DictCursor"),
-        frozenset({"_cursor", "_plain_result"}),
+        frozenset({"_plain_result", "_warn"}),
     ),
     "_asyncmy.py": (
         (_ASYNCMY,),
