@@ -17,7 +17,8 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   meaning: the flag of the last status the server sent.
 - An I/O error, a lost connection or a session-ending server error marks the connection
   broken, so the pool judges a connection by what happened to it, never by an exception that
-  merely passed through a block of user code.
+  merely passed through a block of user code. So does any other failure inside a result (a
+  value that fails to convert): the rest of the answer is still on its way.
 - Parameters are escaped the same whatever the PyMySQL version: PyMySQL 1.2 removed the
   helper aiomysql escapes ``bytes`` with, and refuses tuples and lists (`_connection`).
 - Session tracking, ownership and per-acquire statement timeouts are the pool's, the same on
@@ -114,6 +115,9 @@ class _Result(MySQLResult):  # type: ignore[misc]
                     await self._read_more_rows(rows)
                 self.affected_rows = len(rows)
                 self.rows = tuple(rows)
+        except BaseException as exc:
+            conn._failed(exc)  # a value that failed to convert, say: the rest of the answer is still due
+            raise
         finally:
             self.connection = None
 

@@ -8,21 +8,22 @@ connection up five times (each a call that raises once the cursor is closed) and
 are still to come, and its ``fetchone`` builds two futures where it returns one. Here:
 
 - ``execute`` tests the cursor and the result sets still to come once; on a `Cursor` it also reads the answer
-  in the same call, where aiomysql's goes through two more coroutines (``_query``, ``_do_get_result``). Result
-  sets still unread (of a stored procedure, say) are read first, as aiomysql does; a cursor closed while the
-  answer was awaited raises aiomysql's "Cursor closed".
+  in the same call, where aiomysql's goes through two more coroutines (``_query``, ``_do_get_result``). A
+  cursor closed while the answer was awaited raises aiomysql's "Cursor closed".
 - Server warnings are raised as aiomysql raises them, at the place in aiomysql's ``execute`` that its own
   warnings name, so that a filter on aiomysql's module, and the once-per-place default, work the same.
 - ``fetchone`` returns one completed future.
 - ``close`` (and so the end of ``async with``) only drops the connection when no result set is still to come.
 
-Anything else (an echoing cursor, a closed one, ``callproc``, ``executemany``'s own loop) takes aiomysql's own
-code, which raises and logs what it always did. The unbuffered cursors and any other class are aiomysql's.
+Anything else (an echoing cursor, a closed one, result sets still unread before the statement, ``callproc``,
+``executemany``'s own loop) takes aiomysql's own code, which raises, logs and warns what it always did. The
+unbuffered cursors and any other class are aiomysql's.
 """
 
 from __future__ import annotations
 
 import dis
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -35,9 +36,9 @@ from pymysql.err import Warning as ServerWarning
 __all__ = ["Cursor", "DictCursor", "lean_cursor_class"]
 
 
-def _line_calling(function: Callable[..., Any], name: str) -> int:
-    """The line of ``function`` that looks up the attribute ``name``: where aiomysql's warnings point."""
-    line = function.__code__.co_firstlineno
+def _line_calling(function: Callable[..., Any], name: str) -> int | None:
+    """The line of ``function`` that looks up the attribute ``name``, or None when it does not."""
+    line = None
     for instruction in dis.get_instructions(function):
         number = getattr(instruction, "line_number", None)  # Python 3.13 on; before, starts_line is the number
         if number is None and type(instruction.starts_line) is int:
@@ -46,16 +47,26 @@ def _line_calling(function: Callable[..., Any], name: str) -> int:
             line = number
         if instruction.argval == name and instruction.opname in ("LOAD_ATTR", "LOAD_METHOD"):
             return line
-    raise RuntimeError(f"aiomysql's {function.__qualname__} no longer calls {name}")
+    return None
 
 
-# aiomysql's `_show_warnings` warns four frames up, from `_do_get_result` and `_query`: its `execute`'s call of
-# `_query`, in its cursors module.
-_WARNED_FROM = (
-    aiomysql.Cursor.execute.__code__.co_filename,
-    _line_calling(aiomysql.Cursor.execute, "_query"),
-    vars(aiomysql.cursors),
-)
+_place: tuple[str, int] | None = None
+
+
+def _warned_from() -> tuple[str, int] | None:
+    """Where aiomysql's own server warnings point: `_show_warnings` warns four frames up, through
+    `_do_get_result` and `_query`, at its `execute`'s call of `_query`. None if that cannot be told (aiomysql's
+    `execute` replaced by a mock, say): the warning then points at the caller of `execute`."""
+    global _place
+    if _place is None:
+        execute = inspect.unwrap(aiomysql.Cursor.execute)
+        try:
+            line = _line_calling(execute, "_query")
+        except TypeError:  # not a function
+            return None
+        if line is not None:
+            _place = (execute.__code__.co_filename, line)
+    return _place
 
 
 class _Lean:
@@ -77,13 +88,12 @@ class _Lean:
 
     async def execute(self, query: Any, args: Any = None) -> int:
         conn = self._connection
-        if not conn or self._echo:
-            done: int = await super().execute(query, args)  # type: ignore[misc]  # raises or logs, as aiomysql does
-            return done
         result = self._result
-        if result is not None and result.has_next and result is conn._result:
-            while await self.nextset():  # type: ignore[attr-defined]
-                pass
+        if not conn or self._echo or (result is not None and result.has_next and result is conn._result):
+            # Closed, echoing, or result sets still to come (read first, their warnings raised from aiomysql's
+            # `execute`): aiomysql's own.
+            done: int = await super().execute(query, args)  # type: ignore[misc]
+            return done
         if args is not None:
             query = query % self._escape_args(args, conn)  # type: ignore[attr-defined]
         if not self._plain_result:
@@ -117,13 +127,16 @@ class _Lean:
         rows = await conn.show_warnings()
         if rows is None:
             return
-        filename, line, module_globals = _WARNED_FROM
+        place = _warned_from()
+        module_globals = vars(aiomysql.cursors)
         for row in rows:
+            if place is None:
+                warnings.warn(str(row[-1]), ServerWarning, 3)  # at the call of `execute`
+                continue
             warnings.warn_explicit(
                 str(row[-1]),
                 ServerWarning,
-                filename,
-                line,
+                *place,
                 module=module_globals["__name__"],
                 registry=module_globals.setdefault("__warningregistry__", {}),
                 module_globals=module_globals,

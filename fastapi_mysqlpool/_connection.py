@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple, cast, final
 
 from ._errors import PoolMisuse
 from ._read_timeout import ReadWatchdog
-from ._seam import POOL_TASK, Driver, ErrorFamily, is_disconnect, is_wrong_host
+from ._seam import POOL_TASK, Driver, ErrorFamily, error_family, is_disconnect, is_wrong_host
 from ._session_track import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from ._statement import limit_leaves_session, session_sql, with_limit
 
@@ -176,8 +176,10 @@ class PoolConnection:
         return self.escape(obj)
 
     def _failed(self, exc: BaseException) -> None:
-        """Judge the connection by a failure of its own I/O or answer."""
-        if not isinstance(exc, Exception) or is_disconnect(exc):
+        """Judge the connection by a failure of its own I/O or answer. Anything but the driver's error for what
+        the server answered (a value that failed to convert, text that did not decode) stopped the driver
+        inside the answer, whose rest is still due: the connection is broken then too."""
+        if not isinstance(exc, Exception) or is_disconnect(exc) or error_family(exc) is None:
             self._broken = True
         elif is_wrong_host(exc):
             self._broken = self.wrong_host = True

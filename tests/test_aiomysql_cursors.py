@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import functools
 import logging
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import aiomysql
 import pymysql
@@ -368,3 +370,48 @@ async def test_pooled_cursors_keep_the_pools_guarantees(make_pool: PoolFactory, 
         await cur.execute("SELECT COUNT(*) FROM cursor_log WHERE note = 'rolled back'")
         assert await cur.fetchone() == (0,)
         assert not conn._result.has_next
+
+
+async def test_warnings_of_result_sets_read_first_are_raised_as_in_aiomysql(mysql_dsn: str) -> None:
+    # execute() reads the result sets a multi-statement left unread before it runs; their warnings come from
+    # aiomysql's own code, at its own place.
+    seen = []
+    for cls in (aiomysql.Connection, Connection):
+        conn = await _connect(cls, mysql_dsn, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        try:
+            cur = await conn.cursor()
+            await cur.execute("SELECT 1; SELECT 1 / 0")
+            record: Transcript = []
+            await _outcome(record, lambda cur=cur: cur.execute("SELECT 2"))
+            await _outcome(record, cur.fetchall)
+            seen.append(record)
+        finally:
+            conn.close()
+    assert seen[0] == seen[1]
+    assert any(entry[0] == "warned" for entry in seen[1])
+
+
+async def test_a_wrapped_or_mocked_execute_still_warns(
+    mysql_dsn: str, schema: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Code that wraps aiomysql's execute (tracing, say) keeps aiomysql's place; a mock that cannot be read
+    # makes the warning point at the caller instead of failing.
+    original = aiomysql.Cursor.execute
+
+    @functools.wraps(original)
+    async def wrapped(self: aiomysql.Cursor, query: Any, args: Any = None) -> int:
+        result: int = await original(self, query, args)
+        return result
+
+    conn = await _connect(Connection, mysql_dsn)
+    try:
+        for replacement, place in ((wrapped, original.__code__.co_filename), (mock.AsyncMock(), __file__)):
+            monkeypatch.setattr(aiomysql.Cursor, "execute", replacement)
+            monkeypatch.setattr(_aiomysql_cursors, "_place", None)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT 1 / 0")
+            assert [(str(w.message), w.filename) for w in caught] == [("Division by 0", place)]
+    finally:
+        conn.close()

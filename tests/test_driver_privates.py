@@ -119,7 +119,7 @@ _ASYNCMY = "asyncmy.connection.Connection"
 OWN_NAMES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "_connection.py": ((_AIOMYSQL, _ASYNCMY), _MIXIN_NAMES),
     "_aiomysql.py": (
-        (_AIOMYSQL,),
+        (_AIOMYSQL, "aiomysql.connection.MySQLResult"),
         frozenset(
             {
                 "_broken",

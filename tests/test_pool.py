@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import inspect
 import json
 import logging
@@ -375,6 +376,31 @@ async def test_connection_errors_replace_the_connection(make_pool: PoolFactory, 
     async with pool.acquire() as conn:
         assert await conn_id(conn) != first
     assert_settled(pool)
+
+
+async def test_a_value_that_fails_to_convert_replaces_the_connection(
+    make_pool: PoolFactory, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    # The driver stops inside the answer at the row that fails. The reply arrives a few bytes at a time, so most
+    # of the rest is not even in the buffer yet: only the failure itself can tell the connection is unfit.
+    def picky(value: str | bytes) -> int:
+        if value in ("3", b"3"):
+            raise ValueError("three is not allowed")
+        return int(value)
+
+    converters = importlib.import_module(
+        "pymysql.converters" if _drivers.current() == "aiomysql" else "asyncmy.converters"
+    )
+    conv = {**converters.conversions, pymysql.constants.FIELD_TYPE.LONGLONG: picky}
+    pool = await make_pool(dsn=proxied_dsn(mysql_server, proxy), minsize=1, maxsize=1, conv=conv)
+    proxy.split_replies(7, seed=3)
+    with pytest.raises(ValueError, match="three"):
+        async with pool.acquire() as conn:
+            await fetch(conn, "SELECT seq FROM seq_1_to_2000")
+    assert conn._broken
+    assert pool.stats()["closed_total"]["broken"] == 1
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT seq FROM seq_4_to_6") == [(4,), (5,), (6,)]
 
 
 async def test_release_with_discard_closes_the_connection(make_pool: PoolFactory) -> None:
