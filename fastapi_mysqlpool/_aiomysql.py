@@ -31,8 +31,8 @@ and nothing else; aiomysql itself is left untouched for other code in the proces
   almost every reply does. Here a packet already in the read buffer is taken
   synchronously, and one that is not yet complete costs one wait. The rows of a result
   set already in the buffer are parsed straight from it. The column definitions are parsed
-  once per distinct set (a small LRU cache per connection, keyed by their exact payload
-  bytes, so a changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
+  once per distinct set (a small LRU cache per connection, keyed by the exact bytes of
+  their packets, so a changed schema is simply a new key). A ``SELECT 1`` executes a third fewer instructions.
   Anything unusual (a packet continued past 16 MiB, an error, a malformed value) is left
   to aiomysql's own code, which raises what it always raised.
 - ``conn.cursor()`` gives subclasses of ``aiomysql.Cursor`` and ``aiomysql.DictCursor`` that take fewer calls
@@ -362,15 +362,15 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         eof_start, eof_end = spans.pop()
         if buf[eof_start] != 0xFE or eof_end - eof_start >= 9:
             return False  # aiomysql's path reports the protocol error
-        # The key is the definitions' payloads, without the packet headers, whose sequence numbers
-        # depend on where the result set sits in the reply.
-        key = (self._encoding, *(bytes(buf[start:end]) for start, end in spans))
+        # The key is the definitions' packets as they came, in one copy: the same set elsewhere in a reply (its
+        # headers' sequence numbers then differ) is another key, and is parsed once more.
+        key = (self._encoding, bytes(buf[: eof_start - 4]))
         cache = self._field_cache
         cached = cache.pop(key, None)
-        keep = cached is not None or sum(map(len, key[1:])) <= _FIELD_CACHE_SET_BYTES
+        keep = cached is not None or len(key[1]) <= _FIELD_CACHE_SET_BYTES
         if cached is None:
             try:
-                fields = tuple(FieldDescriptorPacket(data, self._encoding) for data in key[1:])
+                fields = tuple(FieldDescriptorPacket(bytes(buf[start:end]), self._encoding) for start, end in spans)
                 cached = (fields, tuple(field.description() for field in fields))
             except Exception:
                 return False  # nothing taken: aiomysql's path reads them again and raises what it raises
@@ -389,9 +389,9 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
             if not use_unicode:
                 encoding = None
             elif field_type == FIELD_TYPE.JSON:
-                encoding = self.encoding
+                encoding = self._encoding  # what aiomysql's `encoding` property returns
             elif field_type in TEXT_TYPES:
-                encoding = None if field.charsetnr == 63 else self.encoding
+                encoding = None if field.charsetnr == 63 else self._encoding
             else:
                 encoding = "ascii"
             converter = decoders.get(field_type)
