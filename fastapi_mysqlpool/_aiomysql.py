@@ -182,7 +182,8 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
 
     def cursor(self, *cursors: Any) -> Any:
         # aiomysql's two buffered cursor classes have the pool's leaner subclasses (`_aiomysql_cursors`).
-        lean = lean_cursor_class(cursors[0] if len(cursors) == 1 else None if cursors else self.cursorclass)
+        requested = cursors or (self.cursorclass,)
+        lean = lean_cursor_class(requested[0]) if len(requested) == 1 else None
         if lean is None or not self._writer:
             return super().cursor(*cursors)  # any other class, or not connected: aiomysql decides (and raises)
         self._last_usage = self._loop.time()

@@ -112,6 +112,13 @@ def admin(mysql_server: MySQLServer | ExternalServer) -> Iterator[pymysql.connec
         conn.close()
 
 
+async def raw_connect(cls: type[Any], dsn: str, **kwargs: Any) -> Any:
+    """An aiomysql connection of class ``cls`` (aiomysql's own, or the pool's), open on ``dsn``, in autocommit."""
+    conn = cls(**{**mp.parse_dsn(dsn).connect_kwargs, "autocommit": True, **kwargs})
+    await conn._connect()
+    return conn
+
+
 def query(conn: pymysql.connections.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     with conn.cursor() as cur:
         cur.execute(sql, args or None)

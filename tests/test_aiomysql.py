@@ -18,11 +18,10 @@ import aiomysql
 import pymysql
 import pytest
 
-import fastapi_mysqlpool as mp
 from fastapi_mysqlpool._aiomysql import Connection, is_clean
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._proxy import FaultProxy
-from tests.conftest import PoolFactory, proxied_dsn, query
+from tests.conftest import PoolFactory, proxied_dsn, query, raw_connect
 
 LONG_TEXT = "é" * 40_000  # 80,000 bytes: a three-byte length prefix
 SEQUENCE_ROWS = 5000
@@ -100,12 +99,6 @@ def schema(mysql_server: MySQLServer | ExternalServer) -> Iterator[None]:
         admin.close()
 
 
-async def _connect(cls: type[aiomysql.Connection], dsn: str, **kwargs: Any) -> aiomysql.Connection:
-    conn = cls(**{**mp.parse_dsn(dsn).connect_kwargs, "autocommit": True, **kwargs})
-    await conn._connect()
-    return conn
-
-
 async def _seen(conn: aiomysql.Connection, sql: str, cursor: type[aiomysql.Cursor]) -> list[Any]:
     """Everything a caller can observe of ``sql``: every result set, its description and counts, or the error."""
     seen: list[Any] = []
@@ -150,7 +143,7 @@ async def _compare(
 
 @pytest.fixture
 async def stock(mysql_dsn: str, schema: None) -> AsyncIterator[aiomysql.Connection]:
-    conn = await _connect(aiomysql.Connection, mysql_dsn)
+    conn = await raw_connect(aiomysql.Connection, mysql_dsn)
     yield conn
     conn.close()
 
@@ -159,7 +152,7 @@ async def stock(mysql_dsn: str, schema: None) -> AsyncIterator[aiomysql.Connecti
 async def test_results_are_read_as_aiomysql_reads_them(
     mysql_dsn: str, stock: aiomysql.Connection, cursor: type[aiomysql.Cursor]
 ) -> None:
-    ours = await _connect(Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     try:
         assert ours._buffered_reads  # the buffered path is the one under test
         await _compare(ours, stock, cursor)
@@ -185,7 +178,7 @@ async def test_replies_cut_anywhere_are_read_whole(
 ) -> None:
     # Cut at random places, a reply arrives over many reads, split inside packet headers, inside
     # values and between the packets of a result set: the waiting path and the buffered path take turns.
-    ours = await _connect(Connection, proxied_dsn(mysql_server, proxy))
+    ours = await raw_connect(Connection, proxied_dsn(mysql_server, proxy))
     try:
         proxy.split_replies(max_chunk, seed=max_chunk)
         await _compare(ours, stock, aiomysql.Cursor, statements)
@@ -195,8 +188,8 @@ async def test_replies_cut_anywhere_are_read_whole(
 
 @pytest.mark.parametrize("options", [{"use_unicode": False}, {"charset": "latin1"}, {"charset": "utf8mb4"}])
 async def test_connection_options_that_change_decoding(mysql_dsn: str, schema: None, options: dict[str, Any]) -> None:
-    stock = await _connect(aiomysql.Connection, mysql_dsn, **options)
-    ours = await _connect(Connection, mysql_dsn, **options)
+    stock = await raw_connect(aiomysql.Connection, mysql_dsn, **options)
+    ours = await raw_connect(Connection, mysql_dsn, **options)
     try:
         if "use_unicode" in options:
             statements = BYTES_STATEMENTS
@@ -212,7 +205,7 @@ async def test_connection_options_that_change_decoding(mysql_dsn: str, schema: N
 
 async def test_converters_are_the_connections_own(mysql_dsn: str, schema: None) -> None:
     conv = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.LONG: lambda s: f"<{s}>"}
-    ours = await _connect(Connection, mysql_dsn, conv=conv)
+    ours = await raw_connect(Connection, mysql_dsn, conv=conv)
     try:
         async with ours.cursor() as cur:
             await cur.execute("SELECT id, tiny FROM driver_types ORDER BY id LIMIT 2")
@@ -224,7 +217,7 @@ async def test_converters_are_the_connections_own(mysql_dsn: str, schema: None) 
 async def test_column_definitions_follow_the_schema(mysql_dsn: str, admin: Any) -> None:
     query(admin, "CREATE OR REPLACE TABLE app.driver_alter (v INT)")
     query(admin, "INSERT INTO app.driver_alter VALUES (5)")
-    ours = await _connect(Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     try:
 
         async def select() -> tuple[Any, Any]:
@@ -243,7 +236,7 @@ async def test_column_definitions_follow_the_schema(mysql_dsn: str, admin: Any) 
 
 
 async def test_the_column_cache_is_bounded(mysql_dsn: str) -> None:
-    ours = await _connect(Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     try:
         async with ours.cursor() as cur:
             for i in range(300):
@@ -279,7 +272,7 @@ async def test_a_converter_that_raises_leaves_the_connection_unfit_for_reuse(
 @pytest.mark.parametrize("cls", [aiomysql.Connection, Connection])
 async def test_cancelled_while_waiting_for_a_reply_closes_the_connection(mysql_dsn: str, cls: type[Any]) -> None:
     # The same as aiomysql: the reply is still coming, so the connection cannot be used again.
-    conn = await _connect(cls, mysql_dsn)
+    conn = await raw_connect(cls, mysql_dsn)
     async with conn.cursor() as cur:
         task = asyncio.ensure_future(cur.execute("SELECT SLEEP(5)"))
         await asyncio.sleep(0.2)
@@ -295,7 +288,7 @@ async def test_a_reply_cut_off_midway_is_a_lost_connection(
 ) -> None:
     # The server's reply stops partway through a packet and the socket closes: both classes report
     # the lost connection (2013), and close.
-    conn = await _connect(cls, proxied_dsn(mysql_server, proxy))
+    conn = await raw_connect(cls, proxied_dsn(mysql_server, proxy))
     proxy.set_latency(0.3)  # the reply arrives after the cut
     async with conn.cursor() as cur:
         task = asyncio.ensure_future(cur.execute("SELECT REPEAT('x', 100000)"))
@@ -311,7 +304,7 @@ async def test_a_reply_cut_inside_a_result_set_is_a_lost_connection(
     mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
 ) -> None:
     # The buffered path has read part of the rows when the connection drops.
-    conn = await _connect(Connection, proxied_dsn(mysql_server, proxy))
+    conn = await raw_connect(Connection, proxied_dsn(mysql_server, proxy))
     proxy.split_replies(4096, seed=1)
     async with conn.cursor() as cur:
         task = asyncio.ensure_future(cur.execute("SELECT seq FROM seq_1_to_2000000"))
@@ -342,8 +335,8 @@ async def _after_failure(conn: aiomysql.Connection) -> list[Any]:
 async def test_a_column_definition_that_fails_to_parse_fails_as_in_aiomysql(mysql_dsn: str) -> None:
     # The definitions are left for aiomysql's own parser, which raises at the same packet, so that
     # the same amount of the reply is read and the next statement fails the same way.
-    stock = await _connect(aiomysql.Connection, mysql_dsn)
-    ours = await _connect(Connection, mysql_dsn)
+    stock = await raw_connect(aiomysql.Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     try:
         expected = await _after_failure(stock)
         assert expected[0][0] is UnicodeDecodeError  # the case under test happens at all
@@ -355,7 +348,7 @@ async def test_a_column_definition_that_fails_to_parse_fails_as_in_aiomysql(mysq
 
 async def _read_after_close(cls: type[Any], dsn: str) -> list[Any]:
     seen: list[Any] = []
-    conn = await _connect(cls, dsn)
+    conn = await raw_connect(cls, dsn)
     cur = await conn.cursor(aiomysql.SSCursor)
     await cur.execute("SELECT seq FROM seq_1_to_10")
     seen.append(await cur.fetchone())
@@ -393,7 +386,7 @@ def test_a_malformed_row_is_converted_once_by_aiomysqls_parser() -> None:
 
 
 async def test_the_column_cache_keeps_small_recent_sets(mysql_dsn: str) -> None:
-    ours = await _connect(Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     try:
         async with ours.cursor() as cur:
 

@@ -22,11 +22,10 @@ import aiomysql
 import pymysql
 import pytest
 
-import fastapi_mysqlpool as mp
 from fastapi_mysqlpool import _aiomysql_cursors
 from fastapi_mysqlpool._aiomysql import Connection, is_clean
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
-from tests.conftest import PoolFactory, query
+from tests.conftest import PoolFactory, query, raw_connect
 
 Transcript = list[Any]
 
@@ -48,17 +47,11 @@ def schema(mysql_server: MySQLServer | ExternalServer) -> Iterator[None]:
         admin.close()
 
 
-async def _connect(cls: type[aiomysql.Connection], dsn: str, **kwargs: Any) -> aiomysql.Connection:
-    conn = cls(**{**mp.parse_dsn(dsn).connect_kwargs, "autocommit": True, **kwargs})
-    await conn._connect()
-    return conn
-
-
 @pytest.fixture
 async def pair(mysql_dsn: str, schema: None) -> AsyncIterator[tuple[aiomysql.Connection, aiomysql.Connection]]:
     """(a stock aiomysql connection, the pool's connection class), both open on the test server."""
-    stock = await _connect(aiomysql.Connection, mysql_dsn)
-    ours = await _connect(Connection, mysql_dsn)
+    stock = await raw_connect(aiomysql.Connection, mysql_dsn)
+    ours = await raw_connect(Connection, mysql_dsn)
     yield stock, ours
     stock.close()
     ours.close()
@@ -163,7 +156,7 @@ async def test_cursor_calls_behave_as_aiomysqls(
 
 
 async def test_the_pools_classes_are_aiomysqls_subclasses(mysql_dsn: str) -> None:
-    conn = await _connect(Connection, mysql_dsn)
+    conn = await raw_connect(Connection, mysql_dsn)
     try:
         default = await conn.cursor()
         assert type(default) is _aiomysql_cursors.Cursor
@@ -188,7 +181,7 @@ async def test_the_pools_classes_are_aiomysqls_subclasses(mysql_dsn: str) -> Non
 
 
 async def test_the_connections_cursor_class_is_followed(mysql_dsn: str) -> None:
-    conn = await _connect(Connection, mysql_dsn, cursorclass=aiomysql.DictCursor)
+    conn = await raw_connect(Connection, mysql_dsn, cursorclass=aiomysql.DictCursor)
     try:
         async with conn.cursor() as cur:
             assert type(cur) is _aiomysql_cursors.DictCursor
@@ -196,7 +189,7 @@ async def test_the_connections_cursor_class_is_followed(mysql_dsn: str) -> None:
             assert await cur.fetchall() == [{"a": 1}]
     finally:
         conn.close()
-    unbuffered = await _connect(Connection, mysql_dsn, cursorclass=aiomysql.SSCursor)
+    unbuffered = await raw_connect(Connection, mysql_dsn, cursorclass=aiomysql.SSCursor)
     try:
         async with unbuffered.cursor() as cur:
             assert type(cur) is aiomysql.SSCursor
@@ -281,7 +274,7 @@ async def test_an_echoing_cursor_logs_as_in_aiomysql(
 ) -> None:
     logged = []
     for cls in (aiomysql.Connection, Connection):
-        conn = await _connect(cls, mysql_dsn, echo=True)
+        conn = await raw_connect(cls, mysql_dsn, echo=True)
         try:
             caplog.clear()
             with caplog.at_level(logging.INFO, logger="aiomysql"):
@@ -342,7 +335,7 @@ async def test_a_query_longer_than_one_packet_goes_in_several(
     try:
         answers = []
         for cls in (aiomysql.Connection, Connection):
-            conn = await _connect(cls, mysql_dsn)
+            conn = await raw_connect(cls, mysql_dsn)
             try:
                 # The last length one packet takes, with the command's byte; one more; and well beyond.
                 for size in (0xFFFFFF - 2, 0xFFFFFF - 1, 0xFFFFFF, 0xFFFFFF + 1000):
@@ -377,7 +370,7 @@ async def test_warnings_of_result_sets_read_first_are_raised_as_in_aiomysql(mysq
     # aiomysql's own code, at its own place.
     seen = []
     for cls in (aiomysql.Connection, Connection):
-        conn = await _connect(cls, mysql_dsn, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        conn = await raw_connect(cls, mysql_dsn, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
         try:
             cur = await conn.cursor()
             await cur.execute("SELECT 1; SELECT 1 / 0")
@@ -403,7 +396,7 @@ async def test_a_wrapped_or_mocked_execute_still_warns(
         result: int = await original(self, query, args)
         return result
 
-    conn = await _connect(Connection, mysql_dsn)
+    conn = await raw_connect(Connection, mysql_dsn)
     try:
         for replacement, place in ((wrapped, original.__code__.co_filename), (mock.AsyncMock(), __file__)):
             monkeypatch.setattr(aiomysql.Cursor, "execute", replacement)
