@@ -2,8 +2,8 @@
 
 What an operator asks during an incident is what changed, and when: a page polling a snapshot every few
 seconds sees neither what happened before it was opened nor a load whose connections come and go between two
-polls ("0 / 10 in use" at 150 requests a second). So each pool opened by `mysql_lifespan` gets a sampler task
-that keeps `WINDOW` seconds of one-second samples, read from the pool's own counters (nothing is added to the
+polls ("0 / 10 in use" at 150 requests a second). So each pool opened by `mysql_lifespan` gets a sampler that
+keeps `WINDOW` seconds of one-second samples, read from the pool's own counters (nothing is added to the
 acquire and release path):
 
 - ``in_use``, ``free``, ``waiting``, ``maxsize``: the state at the sample;
@@ -89,7 +89,8 @@ class History:
         # The counters at each sample, for the sums over the last minute.
         self.counters: deque[_Counters] = deque(maxlen=int(RECENT / INTERVAL) + 1)
         self.counters.append(_Counters.read(pool, time.time()))
-        self.task: asyncio.Task[None] | None = None
+        # A call_later handle, not a task: a loop that ends before the pool is detached leaves nothing pending.
+        self.timer: asyncio.TimerHandle | None = None
 
     def sample(self, now: float) -> None:
         pool, before = self.pool, self.counters[-1]
@@ -136,10 +137,21 @@ class History:
     def snapshot(self) -> dict[str, Any]:
         return {"interval": INTERVAL, "last_minute": self.window(), "samples": list(self.samples)}
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(INTERVAL)
-            self.sample(time.time())
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = loop.call_later(INTERVAL, self._tick, loop)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.pool.closed:
+            self.timer = None
+            return
+        # Rescheduled first: a sample that fails is logged by the loop and the next one still runs.
+        self.start(loop)
+        self.sample(time.time())
 
 
 _HISTORIES: dict[Pool, History] = {}
@@ -147,15 +159,21 @@ _HISTORIES: dict[Pool, History] = {}
 
 def attach(pool: Pool) -> None:
     """Start sampling ``pool``; call it from the running loop once the pool is open."""
+    # Forget the pools that were closed, or whose loop ended, without detach: their timers have stopped.
+    for gone in [other for other in list(_HISTORIES) if other.closed or other._loop.is_closed()]:
+        _HISTORIES.pop(gone, None)
+    history = _HISTORIES.pop(pool, None)
+    if history is not None:
+        history.stop()
     history = _HISTORIES[pool] = History(pool)
-    history.task = asyncio.get_running_loop().create_task(history.run(), name=f"mysqlpool-history {pool.name}")
+    history.start(asyncio.get_running_loop())
 
 
 def detach(pool: Pool) -> None:
     """Stop sampling ``pool`` and forget its samples."""
     history = _HISTORIES.pop(pool, None)
-    if history is not None and history.task is not None:
-        history.task.cancel()
+    if history is not None:
+        history.stop()
 
 
 def history_of(pool: Pool) -> dict[str, Any]:

@@ -2,10 +2,15 @@
 
 The pool already counts everything on its hot path in plain integers and `Histogram`
 buckets. Recording into prometheus_client there would add a lock per observation and, in
-multiprocess mode, an mmap write. So nothing is recorded on acquire or release: a
-background task per process copies the pool's numbers into prometheus_client objects about
-once a second, and `metrics_response` copies once more right before it renders. Gauges are
-set; counters and histograms get the increase since the previous copy.
+multiprocess mode, an mmap write. So nothing is recorded on acquire or release: a timer
+on each event loop that has pools copies the pools' numbers into prometheus_client objects
+about once a second, and `metrics_response` copies once more right before it renders. Gauges
+are set; counters and histograms get the increase since the previous copy.
+
+The timer is a ``call_later`` handle, not a task: a loop that ends while it still has pools
+(a test's loop, an app whose shutdown never ran) leaves nothing pending to be destroyed, and
+a pool opened on a second loop (a second ``TestClient``, a thread's own loop) gets a timer
+of its own instead of taking over the first one's.
 
 Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is first
 imported): each metric is an ordinary prometheus_client object, so its values live in the
@@ -100,7 +105,7 @@ class _Metrics:
         )
         self.histograms = {attr: PromHistogram(name, doc, by_pool, buckets=BUCKETS) for attr, name, doc in _HISTOGRAMS}
         self.pools: weakref.WeakKeyDictionary[Pool, _Copied] = weakref.WeakKeyDictionary()
-        self.task: asyncio.Task[None] | None = None
+        self.timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
     def track(self, pool: Pool) -> None:
         if pool in self.pools:
@@ -165,10 +170,31 @@ class _Metrics:
         self.max.labels(name).set(sum(pool.maxsize for pool in pools))
         self.idle_min.labels(name).set(sum(pool.minsize for pool in pools))
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(SYNC_INTERVAL)
-            self.sync()
+    def schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start ``loop``'s timer unless it runs; forget the timers of loops that have closed."""
+        for ended in [other for other in list(self.timers) if other.is_closed()]:
+            self.timers.pop(ended, None)
+        if loop not in self.timers:
+            self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
+
+    def unschedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop ``loop``'s timer once none of the tracked pools is on it."""
+        if not self._serves(loop):
+            timer = self.timers.pop(loop, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return any(pool._loop is loop and not pool.closed for pool in list(self.pools))
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._serves(loop):
+            # Its pools were closed, or collected, without detach: nothing left to copy on this loop.
+            self.timers.pop(loop, None)
+            return
+        # Rescheduled first: a copy that fails is logged by the loop and the next one still runs.
+        self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
+        self.sync()
 
 
 _METRICS: list[_Metrics] = []  # at most one: created on first use, once prometheus_client is importable
@@ -195,10 +221,7 @@ def attach(pool: Pool) -> None:
         return
     metrics.track(pool)
     metrics.sync()
-    task = metrics.task
-    loop = asyncio.get_running_loop()
-    if task is None or task.done() or task.get_loop() is not loop:
-        metrics.task = loop.create_task(metrics.run(), name="mysqlpool-metrics")
+    metrics.schedule(asyncio.get_running_loop())
 
 
 def detach(pool: Pool) -> None:
@@ -211,9 +234,7 @@ def detach(pool: Pool) -> None:
         return
     metrics._copy_counters(pool, metrics.pools.pop(pool))
     metrics._set_gauges(pool.name)
-    if not metrics.pools and metrics.task is not None:
-        metrics.task.cancel()
-        metrics.task = None
+    metrics.unschedule(pool._loop)
 
 
 def metrics_response(pools: Mapping[str, Pool]) -> Response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import sys
 import time
 import uuid
@@ -21,6 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._history import attach as attach_history
+from fastapi_mysqlpool._history import detach as detach_history
 from fastapi_mysqlpool._metrics import INSTALL_HINT, SYNC_INTERVAL, attach, detach, metrics_response
 from fastapi_mysqlpool._stats import BUCKETS
 from tests import _metrics_app
@@ -197,6 +201,57 @@ async def test_the_background_task_keeps_the_metrics_current_between_scrapes(
     await eventually(
         lambda: REGISTRY.get_sample_value("db_client_connection_count", labels) == 3,
         "the gauges were not refreshed in the background",
+        timeout=10 * SYNC_INTERVAL,
+    )
+    for conn in held:
+        await pool.release(conn)
+
+
+def test_a_loop_closed_with_its_pools_still_attached_leaves_nothing_pending(
+    mysql_dsn: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Some harnesses close a test's loop without cancelling its tasks, and an app's shutdown may never run:
+    # the pool below is closed but never detached, then its loop is closed and another loop attaches a pool.
+    async def open_and_close(detached: bool) -> None:
+        pool = await mp.create_pool(dsn=mysql_dsn, name=name, minsize=1)
+        attach(pool)
+        attach_history(pool)
+        if detached:
+            detach(pool)
+            detach_history(pool)
+        pool.close()
+        await pool.wait_closed()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(open_and_close(detached=False))
+    finally:
+        loop.close()
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    asyncio.run(open_and_close(detached=True))
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+async def test_each_loop_refreshes_its_own_pools(
+    make_pool: PoolFactory, attached: Callable[[mp.Pool], mp.Pool], mysql_dsn: str, name: str
+) -> None:
+    pool = attached(await make_pool(name=name, minsize=1, maxsize=4))
+
+    async def on_another_loop() -> None:
+        # A second TestClient, or a thread's own loop: its pool comes and goes.
+        other = await mp.create_pool(dsn=mysql_dsn, name=f"{name}-other", minsize=1)
+        attach(other)
+        detach(other)
+        other.close()
+        await other.wait_closed()
+
+    await asyncio.to_thread(asyncio.run, on_another_loop())
+    held = [await pool.acquire() for _ in range(2)]
+    labels = {"pool_name": name, "state": "used"}
+    await eventually(
+        lambda: REGISTRY.get_sample_value("db_client_connection_count", labels) == 2,
+        "the other loop's pool stopped this loop's refresh",
         timeout=10 * SYNC_INTERVAL,
     )
     for conn in held:
