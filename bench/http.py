@@ -36,6 +36,7 @@ __all__ = ["APPS", "CONNECTIONS", "SERVERS", "HttpResults", "WrkResult", "parse_
 #: (module in bench.apps, row label), the ceiling first.
 APPS = (
     ("nodb", "no database (ceiling)"),
+    ("nodriver", "no driver: the query's packet on a raw connection (the bound)"),
     ("handwritten", "hand-written: aiomysql pool + yield dependency"),
     ("mysqlpool", "fastapi_mysqlpool: Depends(get_conn)"),
     ("mysqlpool_asyncmy", "fastapi_mysqlpool on asyncmy: Depends(get_conn)"),

@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import fastapi_mysqlpool as mp
 
+from .wire import SELECT1_PACKET, reply_complete
+
 __all__ = ["CONTENDERS", "LOOPS", "METRICS", "PoolResults", "run_on", "run_pool_bench"]
 
 T = TypeVar("T")
@@ -118,31 +120,6 @@ class RawAsyncmy(RawAiomysql):
         await self.conn.ensure_closed()
 
 
-#: ``SELECT 1`` as a COM_QUERY packet (length 9, sequence 0).
-_SELECT1_PACKET = b"\x09\x00\x00\x00\x03SELECT 1"
-
-
-def _reply_complete(buf: bytes) -> bool:
-    """Whether ``buf`` holds a whole reply: an OK or error packet, or a result set up to its closing EOF
-    (column count, definitions, EOF, rows, EOF: the second EOF packet)."""
-    pos, eofs, size = 0, 0, len(buf)
-    while size - pos >= 4:
-        end = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
-        if end > size:
-            return False
-        first = buf[pos + 4]
-        if pos == 0 and first in (0x00, 0xFF):
-            if first == 0xFF:
-                raise RuntimeError(f"the server refused the query: {buf[7:end].decode(errors='replace')}")
-            return True
-        if first == 0xFE and end - pos < 13:
-            eofs += 1
-            if eofs == 2:
-                return True
-        pos = end
-    return False
-
-
 class NoDriver(RawAiomysql):
     """No driver at all: the query's packet written to the socket and the reply read until it is whole, on
     connections aiomysql opened (for the handshake only); in the 64-task workload the tasks share ten of them
@@ -165,9 +142,9 @@ class NoDriver(RawAiomysql):
     @staticmethod
     async def _query(conn: Any) -> None:
         reader = conn._reader
-        conn._writer.write(_SELECT1_PACKET)
+        conn._writer.write(SELECT1_PACKET)
         reply = await reader.read(65536)
-        while not _reply_complete(reply):
+        while not reply_complete(reply):
             reply += await reader.read(65536)
 
     async def select1(self, n: int) -> None:
