@@ -643,6 +643,8 @@ class AiomysqlDriver(PoolDriver):
             or (autocommit is not None and bool(status & AUTOCOMMIT) != autocommit)
         ):
             return ROLLBACK
+        conn._result = None  # conn.forget_last_statement(), inlined: the next user reads no figure of this one's
+        conn._affected_rows = 0
         return READY
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:

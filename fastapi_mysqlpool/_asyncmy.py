@@ -336,7 +336,11 @@ class AsyncmyDriver(PoolDriver):
             return RESTORE
         if dirty or conn._unconfirmed or status & SERVER_STATUS_IN_TRANS:
             return ROLLBACK
-        return READY if autocommit is None or bool(status & SERVER_STATUS_AUTOCOMMIT) == autocommit else ROLLBACK
+        if autocommit is not None and bool(status & SERVER_STATUS_AUTOCOMMIT) != autocommit:
+            return ROLLBACK
+        conn._result = None  # conn.forget_last_statement(), inlined: the next user reads no figure of this one's
+        conn._affected_rows = 0
+        return READY
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return conn.cursor(DictCursor if dict_rows else Cursor)

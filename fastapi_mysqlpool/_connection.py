@@ -254,6 +254,14 @@ class PoolConnection:
         self._session_changed = True
         await cast(Any, super()).set_charset(charset)
 
+    def forget_last_statement(self) -> None:
+        """Report no last statement, as a new aiomysql connection does: ``insert_id()`` and ``affected_rows()``
+        are 0. The pool calls it once its own statements on a connection are done (at open, after a reset) and
+        at each clean release, so that no user reads the figures of the pool's statements or of the last
+        user's."""
+        self._result = None
+        self._affected_rows = 0
+
     def settle_session(self) -> None:
         """Take the session as it is now as the one every acquirer gets (see `Driver.settle_session`)."""
         self._session_changed = False
@@ -392,6 +400,7 @@ class PoolDriver(Driver):
 
     def settle_session(self, conn: PoolConnection) -> None:
         conn.settle_session()
+        conn.forget_last_statement()  # the statements at connect (settings, role probe, hooks) are the pool's
 
     async def reset(self, conn: Any, *, full: bool, autocommit: bool | None) -> None:
         # A stored procedure whose later result sets were not read is still running: read them (it
@@ -407,6 +416,7 @@ class PoolDriver(Driver):
             await conn.autocommit(autocommit)
         if autocommit is not None:
             conn.autocommit_mode = autocommit
+        conn.forget_last_statement()
 
     def abort(self, conn: PoolConnection) -> Coroutine[Any, Any, None] | None:
         closing = conn.closing()

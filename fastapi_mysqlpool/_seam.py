@@ -164,8 +164,10 @@ class Driver(abc.ABC):
         return True
 
     def settle_session(self, conn: Any) -> None:  # noqa: B027 (optional: a driver that cannot tell has nothing to forget)
-        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far.
-        Called once the connection is open and configured, and after each full reset and the hooks after it."""
+        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far,
+        and the figures of the last statement (``insert_id()`` and ``affected_rows()`` answer 0, as on a new
+        connection). Called once the connection is open and configured, and after each full reset and the hooks
+        after it."""
 
     @abc.abstractmethod
     async def ping(self, conn: Any) -> None:

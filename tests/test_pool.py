@@ -8,6 +8,7 @@ import importlib
 import inspect
 import json
 import logging
+import uuid
 from typing import Any
 
 import aiomysql
@@ -401,6 +402,35 @@ async def test_a_value_that_fails_to_convert_replaces_the_connection(
     assert pool.stats()["closed_total"]["broken"] == 1
     async with pool.acquire() as conn:
         assert await fetch(conn, "SELECT seq FROM seq_4_to_6") == [(4,), (5,), (6,)]
+
+
+async def test_a_connection_handed_out_reports_no_last_statement(make_pool: PoolFactory, driver: str) -> None:
+    # A new aiomysql connection answers insert_id() and affected_rows() with 0: so does each one the pool hands
+    # out, whatever the pool ran on it (its settings at connect) or the last user did.
+    pool = await make_pool(minsize=0, maxsize=1, init_command="SELECT 1")
+    table = f"last_statement_{driver}_{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
+        first = conn
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, x INT)")
+            await cur.execute(f"INSERT INTO {table} (x) VALUES (1), (2), (3)")
+        assert (conn.insert_id(), conn.affected_rows()) == (1, 3)
+        await conn.commit()
+    # A clean release: the same connection comes back without a reset.
+    async with pool.acquire() as conn:
+        assert conn is first
+        assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
+        await conn.begin()
+        async with conn.cursor() as cur:
+            await cur.execute(f"INSERT INTO {table} (x) VALUES (4)")
+        assert (conn.insert_id(), conn.affected_rows()) == (4, 1)
+    # Given back in a transaction: rolled back, and still nothing of the last user's statement shows.
+    async with pool.acquire() as conn:
+        assert conn is first
+        assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
+        assert await fetch(conn, f"SELECT COUNT(*) FROM {table}") == [(3,)]
+        await fetch(conn, f"DROP TABLE {table}")
 
 
 async def test_release_with_discard_closes_the_connection(make_pool: PoolFactory) -> None:
