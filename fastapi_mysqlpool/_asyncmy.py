@@ -309,6 +309,8 @@ class AsyncmyDriver(PoolDriver):
                 return False
             conn._touched = False
         conn._released = False
+        conn._result = None  # conn.forget_last_statement(), inlined: the acquirer reads no figure of the last user's
+        conn._affected_rows = 0
         return True
 
     def released(self, conn: Connection, autocommit: bool | None, exact: bool) -> int:
@@ -338,8 +340,6 @@ class AsyncmyDriver(PoolDriver):
             return ROLLBACK
         if autocommit is not None and bool(status & SERVER_STATUS_AUTOCOMMIT) != autocommit:
             return ROLLBACK
-        conn._result = None  # conn.forget_last_statement(), inlined: the next user reads no figure of this one's
-        conn._affected_rows = 0
         return READY
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:

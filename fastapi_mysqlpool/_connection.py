@@ -256,9 +256,9 @@ class PoolConnection:
 
     def forget_last_statement(self) -> None:
         """Report no last statement, as a new aiomysql connection does: ``insert_id()`` and ``affected_rows()``
-        are 0. The pool calls it once its own statements on a connection are done (at open, after a reset) and
-        at each clean release, so that no user reads the figures of the pool's statements or of the last
-        user's."""
+        are 0. The pool calls it as it hands the connection out (`Driver.take`, `Driver.set_owned`), so that no
+        acquirer reads the figures of the pool's own statements (settings, reset, hooks) or of the last user's,
+        and the last user can still read its own after the release, as with aiomysql."""
         self._result = None
         self._affected_rows = 0
 
@@ -381,6 +381,7 @@ class PoolDriver(Driver):
             # Handed out: the pool tested its session after the last command that reached it while given back
             # (`take`, the idle path's test, the release, or the test after the pool's own I/O).
             conn._touched = False
+            conn.forget_last_statement()
 
     @abc.abstractmethod
     def take(self, conn: Any, autocommit: bool | None) -> bool:
@@ -400,7 +401,6 @@ class PoolDriver(Driver):
 
     def settle_session(self, conn: PoolConnection) -> None:
         conn.settle_session()
-        conn.forget_last_statement()  # the statements at connect (settings, role probe, hooks) are the pool's
 
     async def reset(self, conn: Any, *, full: bool, autocommit: bool | None) -> None:
         # A stored procedure whose later result sets were not read is still running: read them (it
@@ -416,7 +416,6 @@ class PoolDriver(Driver):
             await conn.autocommit(autocommit)
         if autocommit is not None:
             conn.autocommit_mode = autocommit
-        conn.forget_last_statement()
 
     def abort(self, conn: PoolConnection) -> Coroutine[Any, Any, None] | None:
         closing = conn.closing()

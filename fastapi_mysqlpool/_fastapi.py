@@ -549,6 +549,7 @@ class PoolDependencies:
             try:
                 assert ryw is not None
                 reached = await wait_for_gtid(conn, token, ryw.wait)
+                conn.forget_last_statement()  # the handler's connection shows no figure of the pool's wait
             except Exception as exc:
                 # The replica could not wait (GTIDs off, a lost connection, ...): the primary has the write.
                 await acquired.__aexit__(type(exc), exc, exc.__traceback__)

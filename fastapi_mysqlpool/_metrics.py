@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -106,26 +107,40 @@ class _Metrics:
         self.histograms = {attr: PromHistogram(name, doc, by_pool, buckets=BUCKETS) for attr, name, doc in _HISTOGRAMS}
         self.pools: weakref.WeakKeyDictionary[Pool, _Copied] = weakref.WeakKeyDictionary()
         self.timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
+        # Pools may live on loops in several threads (a TestClient runs its own): one copy at a time, so that an
+        # increase is never added twice, and the pool table never changes under an iteration.
+        self.lock = threading.RLock()
 
     def track(self, pool: Pool) -> None:
-        if pool in self.pools:
-            return
-        self.pools[pool] = _Copied()
-        # Zero-valued series from the start, so that rate() and increase() see the first event.
-        name = pool.name
-        for metric in (*self.counters.values(), *self.histograms.values()):
-            metric.labels(name)
-        for reason in pool._stats.closed_total:
-            self.closed.labels(name, reason)
+        with self.lock:
+            if pool in self.pools:
+                return
+            self.pools[pool] = _Copied()
+            # Zero-valued series from the start, so that rate() and increase() see the first event.
+            name = pool.name
+            for metric in (*self.counters.values(), *self.histograms.values()):
+                metric.labels(name)
+            for reason in pool._stats.closed_total:
+                self.closed.labels(name, reason)
 
-    def sync(self) -> None:
-        """Copy every tracked pool's numbers into the metrics."""
-        names = set()
-        for pool, copied in list(self.pools.items()):
-            self._copy_counters(pool, copied)
-            names.add(pool.name)
-        for name in names:
-            self._set_gauges(name)
+    def sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Copy the numbers of every tracked pool (of the pools on ``loop``, when given) into the metrics."""
+        with self.lock:
+            names = set()
+            for pool, copied in list(self.pools.items()):
+                if loop is None or pool._loop is loop:
+                    self._copy_counters(pool, copied)
+                    names.add(pool.name)
+            for name in names:
+                self._set_gauges(name)
+
+    def forget(self, pool: Pool) -> None:
+        """Copy ``pool``'s last counts, stop tracking it, and update (or remove) its name's gauges."""
+        with self.lock:
+            copied = self.pools.pop(pool, None)
+            if copied is not None:
+                self._copy_counters(pool, copied)
+                self._set_gauges(pool.name)
 
     def _copy_counters(self, pool: Pool, copied: _Copied) -> None:
         name = pool.name
@@ -172,29 +187,32 @@ class _Metrics:
 
     def schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start ``loop``'s timer unless it runs; forget the timers of loops that have closed."""
-        for ended in [other for other in list(self.timers) if other.is_closed()]:
-            self.timers.pop(ended, None)
-        if loop not in self.timers:
-            self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
+        with self.lock:
+            for ended in [other for other in self.timers if other.is_closed()]:
+                del self.timers[ended]
+            if loop not in self.timers:
+                self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
 
     def unschedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop ``loop``'s timer once none of the tracked pools is on it."""
-        if not self._serves(loop):
-            timer = self.timers.pop(loop, None)
-            if timer is not None:
-                timer.cancel()
+        """Stop ``loop``'s timer once none of the tracked pools is on it (called on ``loop``)."""
+        with self.lock:
+            if not self._serves(loop):
+                timer = self.timers.pop(loop, None)
+                if timer is not None:
+                    timer.cancel()
 
     def _serves(self, loop: asyncio.AbstractEventLoop) -> bool:
         return any(pool._loop is loop and not pool.closed for pool in list(self.pools))
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._serves(loop):
-            # Its pools were closed, or collected, without detach: nothing left to copy on this loop.
+        with self.lock:
+            # Whatever fails below, the entry never outlives its timer: the next attach on this loop starts one.
             self.timers.pop(loop, None)
-            return
-        # Rescheduled first: a copy that fails is logged by the loop and the next one still runs.
-        self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
-        self.sync()
+            if not self._serves(loop):
+                return  # its pools were closed, or collected, without detach: nothing left to copy on this loop
+            # Rescheduled before the copy: a copy that fails is logged by the loop and the next one still runs.
+            self.timers[loop] = loop.call_later(SYNC_INTERVAL, self._tick, loop)
+            self.sync(loop)
 
 
 _METRICS: list[_Metrics] = []  # at most one: created on first use, once prometheus_client is importable
@@ -232,8 +250,7 @@ def detach(pool: Pool) -> None:
     metrics = _metrics()
     if metrics is None or pool not in metrics.pools:
         return
-    metrics._copy_counters(pool, metrics.pools.pop(pool))
-    metrics._set_gauges(pool.name)
+    metrics.forget(pool)
     metrics.unschedule(pool._loop)
 
 

@@ -128,7 +128,8 @@ class Driver(abc.ABC):
         COM_RESET_CONNECTION and the connection's own settings again; then ``autocommit``."""
 
     def set_owned(self, conn: Any, owned: bool) -> None:  # noqa: B027 (optional: by default, no check)
-        """Mark ``conn`` as handed out (True, at acquire) or given back (False, at release).
+        """Mark ``conn`` as handed out (True, at acquire) or given back (False, at release). Handed out, it reports
+        no last statement (``insert_id()`` and ``affected_rows()`` answer 0), whatever the pool or the last user ran.
 
         A driver that checks ownership makes every command on a given-back connection raise `PoolMisuse`
         saying it was used after its release, except in the pool's own tasks (`POOL_TASK`), and makes a
@@ -164,10 +165,8 @@ class Driver(abc.ABC):
         return True
 
     def settle_session(self, conn: Any) -> None:  # noqa: B027 (optional: a driver that cannot tell has nothing to forget)
-        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far,
-        and the figures of the last statement (``insert_id()`` and ``affected_rows()`` answer 0, as on a new
-        connection). Called once the connection is open and configured, and after each full reset and the hooks
-        after it."""
+        """Take ``conn``'s session as it is now as the one every acquirer gets: forget the changes seen so far.
+        Called once the connection is open and configured, and after each full reset and the hooks after it."""
 
     @abc.abstractmethod
     async def ping(self, conn: Any) -> None:

@@ -192,7 +192,7 @@ async def test_connect_errors_are_counted(make_pool: PoolFactory, mysql_dsn: str
     )
 
 
-async def test_the_background_task_keeps_the_metrics_current_between_scrapes(
+async def test_the_timer_keeps_the_metrics_current_between_scrapes(
     make_pool: PoolFactory, attached: Callable[[mp.Pool], mp.Pool], name: str
 ) -> None:
     pool = attached(await make_pool(name=name, minsize=1, maxsize=4))

@@ -417,6 +417,8 @@ async def test_a_connection_handed_out_reports_no_last_statement(make_pool: Pool
             await cur.execute(f"INSERT INTO {table} (x) VALUES (1), (2), (3)")
         assert (conn.insert_id(), conn.affected_rows()) == (1, 3)
         await conn.commit()
+        last = (conn.insert_id(), conn.affected_rows())
+    assert (conn.insert_id(), conn.affected_rows()) == last  # still readable after the release, as in aiomysql
     # A clean release: the same connection comes back without a reset.
     async with pool.acquire() as conn:
         assert conn is first
@@ -431,6 +433,18 @@ async def test_a_connection_handed_out_reports_no_last_statement(make_pool: Pool
         assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
         assert await fetch(conn, f"SELECT COUNT(*) FROM {table}") == [(3,)]
         await fetch(conn, f"DROP TABLE {table}")
+
+
+async def test_a_check_hook_leaves_no_last_statement_to_the_acquirer(make_pool: PoolFactory) -> None:
+    async def check(conn: Any) -> bool:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+        return True
+
+    pool = await make_pool(minsize=1, maxsize=1, check=check, pre_ping_window=0)
+    for _ in range(2):  # each acquire runs the check first
+        async with pool.acquire() as conn:
+            assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
 
 
 async def test_release_with_discard_closes_the_connection(make_pool: PoolFactory) -> None:
