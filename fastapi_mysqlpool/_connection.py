@@ -259,6 +259,9 @@ class PoolConnection:
         are 0. The pool calls it as it hands the connection out (`Driver.take`, `Driver.set_owned`), so that no
         acquirer reads the figures of the pool's own statements (settings, reset, hooks) or of the last user's,
         and the last user can still read its own after the release, as with aiomysql."""
+        result = self._result
+        if result is not None and (result.has_next or result.unbuffered_active):
+            return  # a result still being read is no last statement: the pool's checks read what it announces
         self._result = None
         self._affected_rows = 0
 
