@@ -13,7 +13,6 @@ import asyncio
 import gc
 import statistics
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import fastapi_mysqlpool as mp
 
-from .wire import SELECT1_PACKET, reply_complete
+from .wire import SharedConnections, select1
 
 __all__ = ["CONTENDERS", "LOOPS", "METRICS", "PoolResults", "run_on", "run_pool_bench"]
 
@@ -132,42 +131,21 @@ class NoDriver(RawAiomysql):
     async def open(self, kwargs: dict[str, Any], dsn: str) -> None:
         self.conns = [await aiomysql.connect(**kwargs, autocommit=True) for _ in range(MAXSIZE)]
         self.conn = self.conns[0]
-        self.free: deque[Any] = deque(self.conns)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.shared_conns = SharedConnections(self.conns)
 
     async def close(self) -> None:
         for conn in self.conns:
             await conn.ensure_closed()
 
-    @staticmethod
-    async def _query(conn: Any) -> None:
-        reader = conn._reader
-        conn._writer.write(SELECT1_PACKET)
-        reply = await reader.read(65536)
-        while not reply_complete(reply):
-            reply += await reader.read(65536)
-
     async def select1(self, n: int) -> None:
-        conn, query = self.conn, self._query
+        conn = self.conn
         for _ in range(n):
-            await query(conn)
+            await select1(conn)
 
     async def shared(self, n: int) -> None:
-        free, waiting, query = self.free, self.waiting, self._query
+        query = self.shared_conns.select1
         for _ in range(n):
-            if free:
-                conn = free.pop()
-            else:
-                fut = asyncio.get_running_loop().create_future()
-                waiting.append(fut)
-                conn = await fut
-            try:
-                await query(conn)
-            finally:
-                if waiting:
-                    waiting.popleft().set_result(conn)
-                else:
-                    free.append(conn)
+            await query()
 
 
 class _CursorPool(Contender):

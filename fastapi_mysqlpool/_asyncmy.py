@@ -338,9 +338,7 @@ class AsyncmyDriver(PoolDriver):
             return RESTORE
         if dirty or conn._unconfirmed or status & SERVER_STATUS_IN_TRANS:
             return ROLLBACK
-        if autocommit is not None and bool(status & SERVER_STATUS_AUTOCOMMIT) != autocommit:
-            return ROLLBACK
-        return READY
+        return READY if autocommit is None or bool(status & SERVER_STATUS_AUTOCOMMIT) == autocommit else ROLLBACK
 
     async def cursor(self, conn: Connection, *, dict_rows: bool) -> Any:
         return conn.cursor(DictCursor if dict_rows else Cursor)

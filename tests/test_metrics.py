@@ -192,20 +192,27 @@ async def test_connect_errors_are_counted(make_pool: PoolFactory, mysql_dsn: str
     )
 
 
+async def refreshed_while_held(pool: mp.Pool, name: str, count: int, message: str) -> None:
+    """Hold ``count`` connections until the gauge of used connections shows them, with no scrape in between."""
+    held = [await pool.acquire() for _ in range(count)]
+    labels = {"pool_name": name, "state": "used"}
+    try:
+        await eventually(
+            lambda: REGISTRY.get_sample_value("db_client_connection_count", labels) == count,
+            message,
+            timeout=10 * SYNC_INTERVAL,
+        )
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
 async def test_the_timer_keeps_the_metrics_current_between_scrapes(
     make_pool: PoolFactory, attached: Callable[[mp.Pool], mp.Pool], name: str
 ) -> None:
     pool = attached(await make_pool(name=name, minsize=1, maxsize=4))
     assert REGISTRY.get_sample_value("db_client_connection_max", {"pool_name": name}) == 4
-    held = [await pool.acquire() for _ in range(3)]
-    labels = {"pool_name": name, "state": "used"}
-    await eventually(
-        lambda: REGISTRY.get_sample_value("db_client_connection_count", labels) == 3,
-        "the gauges were not refreshed in the background",
-        timeout=10 * SYNC_INTERVAL,
-    )
-    for conn in held:
-        await pool.release(conn)
+    await refreshed_while_held(pool, name, 3, "the gauges were not refreshed in the background")
 
 
 def test_a_loop_closed_with_its_pools_still_attached_leaves_nothing_pending(
@@ -255,15 +262,7 @@ async def test_each_loop_refreshes_its_own_pools(
         await other.wait_closed()
 
     await asyncio.to_thread(asyncio.run, on_another_loop())
-    held = [await pool.acquire() for _ in range(2)]
-    labels = {"pool_name": name, "state": "used"}
-    await eventually(
-        lambda: REGISTRY.get_sample_value("db_client_connection_count", labels) == 2,
-        "the other loop's pool stopped this loop's refresh",
-        timeout=10 * SYNC_INTERVAL,
-    )
-    for conn in held:
-        await pool.release(conn)
+    await refreshed_while_held(pool, name, 2, "the other loop's pool stopped this loop's refresh")
 
 
 async def test_detach_removes_the_gauges_and_counters_never_go_down(make_pool: PoolFactory, name: str) -> None:

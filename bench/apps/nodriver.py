@@ -8,29 +8,26 @@ query: what this app serves, against the ceiling, is what the server's round tri
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiomysql
 from fastapi import FastAPI
 
 import fastapi_mysqlpool as mp
-from bench.wire import SELECT1_PACKET, reply_complete
+from bench.wire import SharedConnections
 
 CONNECTIONS = 10
-_free: deque[Any] = deque()
-_waiting: deque[asyncio.Future[Any]] = deque()
+# Filled by the lifespan; a module global rather than app.state, so that the endpoint takes no parameter.
+_conns = SharedConnections(())
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     kwargs = mp.parse_dsn(os.environ["DATABASE_URL"]).connect_kwargs
     conns = [await aiomysql.connect(**kwargs, autocommit=True) for _ in range(CONNECTIONS)]
-    _free.extend(conns)
+    _conns.free.extend(conns)
     yield
     for conn in conns:
         conn.close()
@@ -41,21 +38,5 @@ app = FastAPI(lifespan=lifespan)
 
 @app.get("/")
 async def one() -> dict[str, int]:
-    if _free:
-        conn = _free.pop()
-    else:
-        waiter = asyncio.get_running_loop().create_future()
-        _waiting.append(waiter)
-        conn = await waiter
-    try:
-        reader = conn._reader
-        conn._writer.write(SELECT1_PACKET)
-        reply = await reader.read(65536)
-        while not reply_complete(reply):
-            reply += await reader.read(65536)
-    finally:
-        if _waiting:
-            _waiting.popleft().set_result(conn)
-        else:
-            _free.append(conn)
+    await _conns.select1()
     return {"value": 1}
