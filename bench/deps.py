@@ -1,7 +1,8 @@
 """Where a request's time goes: FastAPI dependency shapes, called in-process without a network.
 
-Each variant is a FastAPI app whose ``GET /`` takes a connection and answers without a
-query. They are driven straight through ASGI, so neither uvicorn, the socket nor the
+Each variant is a FastAPI app whose ``GET /`` answers without a query: with no dependency, with one
+that returns a constant (what FastAPI's resolution of one dependency costs), or taking a connection in
+each of the ways compared. They are driven straight through ASGI, so neither uvicorn, the socket nor the
 server adds noise, and timed in CPU time of this process: what remains is the framework,
 the dependency machinery and the pool. Differences between the variants are the cost of
 each layer.
@@ -47,6 +48,31 @@ def _in_handler(dsn: str) -> FastAPI:
 
 
 # Dependencies live at module level: FastAPI resolves the (string) annotations in the module's globals.
+async def _constant() -> int:
+    return 1
+
+
+def _trivial(dsn: str) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/")
+    async def one(value: Annotated[int, Depends(_constant)]) -> dict[str, int]:
+        return {"value": value}
+
+    return app
+
+
+def _pool_dependency(dsn: str) -> FastAPI:
+    app = FastAPI(lifespan=mp.mysql_lifespan(dsn))
+
+    @app.get("/")
+    async def one(pool: Annotated[mp.Pool, Depends(mp.get_pool)]) -> dict[str, int]:
+        async with pool.acquire():
+            return {"value": 1}
+
+    return app
+
+
 async def _conn_scope(request: Request) -> AsyncIterator[Any]:
     async with mp.pools_of(request)["default"].acquire() as conn:
         yield conn
@@ -97,7 +123,9 @@ def _handwritten(dsn: str) -> FastAPI:
 #: (label, app factory), cheapest first.
 VARIANTS: tuple[tuple[str, Callable[[str], FastAPI]], ...] = (
     ("no dependency, no database", _no_db),
+    ("one dependency returning a constant, no database", _trivial),
     ("our pool, acquired in the handler (no dependency)", _in_handler),
+    ("our pool: Depends(get_pool), acquired in the handler", _pool_dependency),
     ("our pool, one function-scoped generator dependency", _one_generator),
     ("fastapi_mysqlpool Depends(get_conn)", _get_conn),
     ("hand-written: aiomysql pool + yield dependency", _handwritten),
