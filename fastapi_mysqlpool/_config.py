@@ -19,7 +19,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = ["DSN_SCHEMES", "ParsedDSN", "PoolOptions", "closest", "mask_dsn", "parse_dsn", "split_options"]
 
-DSN_SCHEMES = ("mysql", "mysql+aiomysql", "mariadb")
+DSN_SCHEMES = ("mysql", "mysql+aiomysql", "mysql+asyncmy", "mariadb", "mariadb+aiomysql", "mariadb+asyncmy")
+# A scheme that names a driver, as SQLAlchemy's URLs do, chooses it (``mysql+asyncmy://`` is ``?driver=asyncmy``).
+_SCHEME_DRIVERS = {scheme: scheme.partition("+")[2] for scheme in DSN_SCHEMES if "+" in scheme}
 
 #: Connection options accepted in a DSN query string, with their converters.
 _CONNECT_QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {}
@@ -146,7 +148,8 @@ class PoolOptions:
 
     driver: str = _opt(
         "aiomysql",
-        "The driver the connections use: `aiomysql`, or `asyncmy` (the `asyncmy` extra).",
+        "The driver the connections use: `aiomysql`, or `asyncmy` (the `asyncmy` extra). A DSN whose scheme "
+        "names one (`mysql+asyncmy://`, as in SQLAlchemy's URLs) chooses it too.",
         "'aiomysql' or 'asyncmy'",
         lambda v: v in ("aiomysql", "asyncmy"),
     )
@@ -329,7 +332,9 @@ _SSL_MODES = ("disabled", "required", "verify_ca", "verify_identity")
 def parse_dsn(dsn: str) -> ParsedDSN:
     """Parse ``mysql://user:password@host:3306/db?option=value``.
 
-    Schemes: ``mysql``, ``mysql+aiomysql``, ``mariadb``. User and password are
+    Schemes: ``mysql``, ``mariadb``, and with a driver as in SQLAlchemy's URLs, ``mysql+aiomysql``,
+    ``mysql+asyncmy``, ``mariadb+aiomysql``, ``mariadb+asyncmy`` (the scheme's driver is the pool's
+    ``driver``, and a ``?driver=`` that names another is an error). User and password are
     percent-decoded; the port defaults to 3306. The query string takes pool options
     (``maxsize=20``), connection options (``charset``, ``autocommit``, ``unix_socket``,
     ``init_command``, ``sql_mode``...) and TLS (``ssl_mode``, ``ssl_ca``, ``ssl_cert``,
@@ -446,6 +451,14 @@ def _parse_dsn(dsn: str) -> ParsedDSN:
         else:
             known = (*_SSL_KEYS, *_CONNECT_QUERY_OPTIONS, *_POOL_OPTION_NAMES)
             raise ValueError(f"invalid DSN {masked!r}: unknown query parameter {key!r}{closest(key, known)}")
+    scheme_driver = _SCHEME_DRIVERS.get(scheme)
+    if scheme_driver is not None:
+        named = pool_raw.setdefault("driver", scheme_driver)
+        if named.strip() != scheme_driver:
+            raise ValueError(
+                f"invalid DSN {masked!r}: the scheme {scheme}:// names the driver {scheme_driver!r} "
+                f"and the query's driver= names {named!r}; keep one of them"
+            )
     if "host" not in connect and "unix_socket" not in connect:
         raise ValueError(f"invalid DSN {masked!r}: no host (use mysql://user:password@host:3306/db)")
     context = _ssl_context(ssl_raw)

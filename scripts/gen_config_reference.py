@@ -117,8 +117,11 @@ each one runs.
 _CONNECT_INTRO = """\
 ## Connection parameters in the DSN
 
-`mysql://user:password@host:3306/db?parameter=value`. The schemes are `mysql://`, `mysql+aiomysql://` and
-`mariadb://`; the port defaults to 3306. Percent-encode special characters in the user and password
+`mysql://user:password@host:3306/db?parameter=value`. The schemes are `mysql://` and `mariadb://`, and, as
+in SQLAlchemy's URLs, `mysql+aiomysql://`, `mysql+asyncmy://`, `mariadb+aiomysql://` and `mariadb+asyncmy://`,
+whose driver is the pool's `driver` (`mysql+asyncmy://h/db` is `mysql://h/db?driver=asyncmy`; a `driver=` in
+the query that names the other driver is an error, and a `driver=` keyword argument wins as every keyword
+argument does). The port defaults to 3306. Percent-encode special characters in the user and password
 (`#` is `%23`, `@` is `%40`, `/` is `%2F`): the password is decoded before it is sent, and masked (`***`) in
 every error, log line and repr. Besides the pool options above, the query string takes:
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import gc
+import importlib
 
 import pytest
 
@@ -47,3 +48,35 @@ def test_an_opener_never_used_leaves_no_coroutine_unawaited(mysql_dsn: str) -> N
     opener.close()
     del opener
     gc.collect()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "driver", "module"),
+    [
+        ("mysql+asyncmy", "asyncmy", "asyncmy"),
+        ("mariadb+asyncmy", "asyncmy", "asyncmy"),
+        ("mysql+aiomysql", "aiomysql", "aiomysql"),
+        ("mariadb+aiomysql", "aiomysql", "aiomysql"),
+    ],
+)
+async def test_a_scheme_that_names_a_driver_opens_the_pool_on_it(
+    mysql_dsn: str, scheme: str, driver: str, module: str
+) -> None:
+    dsn = scheme + mysql_dsn[mysql_dsn.index("://") :]
+    assert mp.parse_dsn(dsn).pool_options["driver"] == driver
+    async with mp.create_pool(dsn=dsn, minsize=1) as pool, pool.acquire() as conn:
+        assert pool.driver.name == driver
+        assert isinstance(conn, importlib.import_module(module).Connection)
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+
+
+def test_a_scheme_and_a_query_that_name_two_drivers_are_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"scheme mysql\+asyncmy:// names the driver 'asyncmy'.*driver= names 'aiomysql'"
+    ):
+        mp.parse_dsn("mysql+asyncmy://app:pw@h/db?driver=aiomysql")
+    # The same driver twice is no conflict, and a keyword argument still wins over the DSN.
+    assert mp.parse_dsn("mysql+asyncmy://app:pw@h/db?driver=asyncmy").pool_options["driver"] == "asyncmy"
+    assert "driver" not in mp.parse_dsn("mysql://app:pw@h/db").pool_options
