@@ -50,6 +50,7 @@ import aiomysql
 import pymysql
 from aiomysql.connection import TEXT_TYPES, MySQLResult
 from aiomysql.utils import _ContextManager
+from pymysql.charset import charset_by_name
 from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import encoders, escape_item, through
 from pymysql.protocol import EOFPacketWrapper, FieldDescriptorPacket, MysqlPacket
@@ -195,6 +196,10 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
 
+    def restore_charset(self, charset: str) -> None:
+        self._charset = charset
+        self._encoding = charset_by_name(charset).encoding
+
     def unflag_session_change(self) -> None:
         self._status &= ~SERVER_SESSION_STATE_CHANGED  # not through the setter, which would mark the change
 
@@ -233,8 +238,16 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         """``SHOW WARNINGS`` without the notes. aiomysql's cursor re-raises each row as a ``pymysql.err.Warning``,
         but a note only confirms what the statement asked for (``CREATE TABLE IF NOT EXISTS`` of an existing
         table, ``DROP TABLE IF EXISTS`` of a missing one): under warnings-as-errors it would fail a correct
-        statement. Warnings and errors (a truncated value, say) are still reported."""
-        rows = await super().show_warnings()
+        statement. Warnings and errors (a truncated value, say) are still reported.
+
+        Read with the pool's result, which keeps the answer's status: aiomysql's drops it, and the connection would
+        look unconfirmed, a rollback at release after every statement with a warning."""
+        await self._execute_command(COM_QUERY, "SHOW WARNINGS")
+        result = _Result(self)
+        await result.read()
+        if result.server_status is not None:
+            self.server_status = result.server_status
+        rows: tuple[tuple[Any, ...], ...] | None = result.rows
         return None if rows is None else tuple(row for row in rows if row[0] not in ("Note", b"Note"))
 
     async def _read_packet(self, packet_type: type[MysqlPacket] = MysqlPacket) -> MysqlPacket:
@@ -472,6 +485,9 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         if self._released or self._waiting is not None:  # as for a command: after the release, or a second task
             self._check_owner()
+        # The next result of a multi-statement query or a procedure (`next_result`) is an answer like a command's:
+        # until its OK or EOF is read, an error in it may have left a transaction open.
+        self._unconfirmed = True
         self._result = None
         result = _Result(self)
         if unbuffered:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import asyncmy
 from asyncmy import connection as _connection
 from asyncmy import converters, errors
+from asyncmy.charset import charset_by_name
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS
 from asyncmy.cursors import Cursor, DictCursor
 
@@ -97,6 +98,14 @@ class _Asyncmy(asyncmy.Connection):  # type: ignore[misc]
             await result._finish_unbuffered_query()
         await super()._execute_command(command, sql)
 
+    async def set_charset(self, charset: str) -> None:
+        # asyncmy's reads an attribute its compiled `Charset` does not expose (`_encoding`): AttributeError, always.
+        encoding = charset_by_name(charset).encoding
+        await self._execute_command(COM_QUERY, "SET NAMES " + self.escape(charset))
+        await self.read_packet()
+        self._charset = charset
+        self._encoding = encoding
+
 
 class Connection(PoolConnection, _Asyncmy):
     """The connection the pool opens: ``asyncmy.Connection`` with exact transaction and session status, an owner
@@ -114,6 +123,22 @@ class Connection(PoolConnection, _Asyncmy):
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self._charset, self._sql_mode, self._db, self._init_command)
+
+    def restore_charset(self, charset: str) -> None:
+        self._charset = charset
+        self._encoding = charset_by_name(charset).encoding
+
+    async def show_warnings(self) -> Any:
+        # The cursor's SHOW WARNINGS after a statement with warnings: asyncmy reads it with a result that keeps
+        # no status, so the connection would look unconfirmed and cost a rollback at release.
+        await self._execute_command(COM_QUERY, "SHOW WARNINGS")
+        result = (MySQLResult if self._deprecate_eof else _Result)(self)
+        await result.read()
+        status = self.server_status = result.server_status  # not `_took`: the statement's result stays the last
+        self._unconfirmed = False
+        if status & SERVER_SESSION_STATE_CHANGED:
+            self._session_changed = True
+        return result.rows
 
     def forget_server_state(self) -> None:
         self._stmt_cache.clear()  # the server dropped its prepared statements
@@ -224,6 +249,9 @@ class Connection(PoolConnection, _Asyncmy):
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         if self._released or self._waiting is not None:  # as for a command: after the release, or a second task
             self._check_owner()
+        # The next result of a multi-statement query or a procedure (`next_result`) is an answer like a command's:
+        # until its OK or EOF is read, an error in it may have left a transaction open.
+        self._unconfirmed = True
         self._result = None
         result = _Result(self)
         try:

@@ -58,10 +58,10 @@ TRACKERS = (
     "SESSION session_track_schema=ON, SESSION session_track_state_change=ON, SESSION session_track_system_variables='*'"
 )
 # What changes a session without the server saying so (docs/pool.md has the measurements): user locks, open
-# HANDLERs, LOCK TABLES (reported only by the transaction tracker), FLUSH TABLES WITH READ LOCK, and user variables
-# assigned inside a statement (`:=`, `INTO @v`). A false match (the words in a string literal, say) costs one
-# full reset and nothing else.
-_UNREPORTED = re.compile(r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@")
+# HANDLERs, LOCK TABLES and SET TRANSACTION (the next transaction's access mode or isolation level; both reported
+# only by the transaction tracker), FLUSH TABLES WITH READ LOCK, and user variables assigned inside a statement
+# (`:=`, `INTO @v`). A false match (the words in a string literal, say) costs one full reset and nothing else.
+_UNREPORTED = re.compile(r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@|set\s+transaction")
 
 
 def changes_unreported(sql: str | bytes) -> bool:
@@ -71,7 +71,7 @@ def changes_unreported(sql: str | bytes) -> bool:
     expression, which tries every alternative at every position and costs ten times that, only runs on the rare
     statement that contains one of the words."""
     low = sql.lower() if isinstance(sql, str) else sql.decode("latin-1").lower()
-    if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low):
+    if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low) or "transaction" in low:
         return _UNREPORTED.search(low) is not None
     return False
 
@@ -134,8 +134,16 @@ class PoolConnection:
     #: The driver's ``InterfaceError``: a session the full reset cannot bring back.
     interface_error: ClassVar[type[Exception]]
 
+    #: What the connection was opened with, taken right after the handshake (`apply_session_settings`): the
+    #: driver's attributes change with the session (``set_charset`` rewrites its character set).
+    _opened: OpenedWith | None = None
+
     def opened_with(self) -> OpenedWith:
-        """What the connection was opened with, from the driver's attributes."""
+        """What the connection is set to now, from the driver's attributes."""
+        raise NotImplementedError
+
+    def restore_charset(self, charset: str) -> None:
+        """Take ``charset`` (which the session was just set to) as the one the driver encodes and decodes with."""
         raise NotImplementedError
 
     def forget_server_state(self) -> None:
@@ -288,6 +296,7 @@ class PoolConnection:
         """After the handshake: note whether the server tracks sessions, and set the `_session_assignments` in
         one statement."""
         self._tracks_sessions = bool(self.server_capabilities & CLIENT_SESSION_TRACK)
+        self._opened = self.opened_with()
         assignments = self._session_assignments()
         if assignments:
             await self._own_query("SET " + ", ".join(assignments))
@@ -299,7 +308,7 @@ class PoolConnection:
         await self._execute_command(COM_RESET_CONNECTION, b"")
         await cast(Any, self)._read_ok_packet()
         self.forget_server_state()
-        opened = self.opened_with()
+        opened = self._opened or self.opened_with()
         assignments = [f"NAMES {self.escape(opened.charset)}"]
         if opened.sql_mode is not None:
             assignments.append(f"sql_mode={opened.sql_mode}")  # as the drivers set it at connect
@@ -308,6 +317,7 @@ class PoolConnection:
             assignments.append(f"autocommit={int(autocommit)}")
             self.autocommit_mode = autocommit
         await self._own_query("SET " + ", ".join(assignments))
+        self.restore_charset(opened.charset)
         if opened.db:
             await cast(Any, self).select_db(opened.db)
         else:
@@ -405,11 +415,13 @@ class PoolDriver(Driver):
     def settle_session(self, conn: PoolConnection) -> None:
         conn.settle_session()
 
-    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None) -> None:
+    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> None:
         # A stored procedure whose later result sets were not read is still running: read them (it
         # finishes), then roll back whatever it left uncommitted.
         while conn._result is not None and conn._result.has_next:
             await conn.next_result()
+            # What those result sets changed was not known when the release chose the rollback.
+            full = full or (exact and session_changed(conn))
         if full:
             await conn.restore_session(autocommit)
             conn.settle_session()

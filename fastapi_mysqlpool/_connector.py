@@ -49,6 +49,7 @@ class Connector:
     __slots__ = (
         "_autocommit",
         "_driver",
+        "_exact_reset",
         "_hooks",
         "_name",
         "_opener",
@@ -77,6 +78,8 @@ class Connector:
         self._stats = stats
         self._tasks = tasks
         self._autocommit: bool | None = connect_kwargs.get("autocommit", False)
+        # A change that the reset itself finds (in result sets still to read) turns its rollback into the full reset.
+        self._exact_reset = options.session_reset == "exact" and not options.reset_connection
         # Several hosts: the host set picks one per connect (its role probed); the opener gets the first as default.
         addresses = parse_hosts(connect_kwargs.get("host") or "localhost", connect_kwargs.get("port", 3306))
         if connect_kwargs.get("unix_socket"):
@@ -216,7 +219,7 @@ class Connector:
         await asyncio.wait_for(self._reset(conn, full), self._options.reset_timeout)
 
     async def _reset(self, conn: Conn, full: bool) -> None:
-        await self._driver.reset(conn, full=full, autocommit=self._autocommit)
+        await self._driver.reset(conn, full=full, autocommit=self._autocommit, exact=self._exact_reset)
         hooks = self._hooks
         if full and hooks.configure is not None:
             # The full reset cleared what the hook set up when the connection was opened.

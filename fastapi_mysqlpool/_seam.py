@@ -56,9 +56,10 @@ Conn: TypeAlias = Any
 # them as ordinary errors. Client-side codes (2000-2999) always do.
 SESSION_ENDING_CODES = frozenset({1053, 1152, 1927, 4031})
 # Server error codes that say "this host is no longer what you think": a demoted primary refusing writes
-# (1290 --read-only, 1792 read-only transaction, 1836 read-only mode) and a Galera node out of the primary
-# component (1047 WSREP not prepared, 1180 commit failed). The connection is discarded and its host re-checked.
-WRONG_HOST_CODES = frozenset({1047, 1180, 1290, 1792, 1836})
+# (1290 --read-only, 1836 read-only mode) and a Galera node out of the primary component (1047 WSREP not
+# prepared, 1180 commit failed). The connection is discarded and its host re-checked. Not 1792, a write in a
+# read-only transaction: the application's own START TRANSACTION READ ONLY is its usual cause.
+WRONG_HOST_CODES = frozenset({1047, 1180, 1290, 1836})
 # Connect errors worth a retry: the server is unreachable, starting, shutting down or full. Anything else
 # (access denied, unknown database, a refused TLS certificate, an unknown host, an auth plugin the client
 # lacks) fails the same way however often it is tried.
@@ -123,9 +124,10 @@ class Driver(abc.ABC):
         other than ``autocommit`` (None: not checked): a reset is due before reuse."""
 
     @abc.abstractmethod
-    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None) -> None:
+    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> None:
         """Make the session as a new one would be: read announced result sets, roll back; with ``full``,
-        COM_RESET_CONNECTION and the connection's own settings again; then ``autocommit``."""
+        COM_RESET_CONNECTION and the connection's own settings again; then ``autocommit``. With ``exact``
+        (``session_reset='exact'``), a session change that the announced result sets report makes it ``full``."""
 
     def set_owned(self, conn: Any, owned: bool) -> None:  # noqa: B027 (optional: by default, no check)
         """Mark ``conn`` as handed out (True, at acquire) or given back (False, at release). Handed out, it reports

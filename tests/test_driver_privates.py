@@ -76,6 +76,8 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("pymysql.converters", "encoders", "dict"),
     ("pymysql.converters", "escape_item", "function"),
     ("pymysql.converters", "through", "function"),
+    # the encoding `restore_charset` takes after a full reset (a bound method of PyMySQL's charset table)
+    ("pymysql.charset", "charset_by_name", METHOD),
     # asyncmy (fastapi_mysqlpool/_asyncmy.py): the Connection and MySQLResult subclasses, the protocol
     ("asyncmy.connection", "Connection._execute_command", COROUTINE),
     ("asyncmy.connection", "Connection._read_ok_packet", COROUTINE),
@@ -84,6 +86,7 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("asyncmy.connection", "Connection.ensure_closed", COROUTINE),
     ("asyncmy.connection", "Connection._fill_buffer", COROUTINE),  # every wait for bytes: owner and read timeout
     ("asyncmy.connection", "Connection.query", COROUTINE),  # a plain query calls the send and the read itself
+    ("asyncmy.connection", "Connection.read_packet", COROUTINE),  # the answer to `set_charset`'s SET NAMES
     ("asyncmy.connection", "MySQLResult", CLASS),
     ("asyncmy.connection", "MySQLResult._check_packet_is_eof", METHOD),
     ("asyncmy.connection", "MySQLResult.init_unbuffered_query", COROUTINE),
@@ -92,6 +95,7 @@ PRIVATES: list[tuple[str, str, str]] = [
     ("asyncmy.connection", "_MySQLProtocol.wait_closed", COROUTINE),
     ("asyncmy.protocol", "MysqlPacket.get_all_data", METHOD),
     ("asyncmy.converters", "escape_item", METHOD),
+    ("asyncmy.charset", "charset_by_name", METHOD),  # compiled: a builtin, not a Python function
 ]
 
 # The private names the driver modules define themselves, on their subclasses of the drivers' classes (and
@@ -103,6 +107,7 @@ _MIXIN_NAMES = frozenset(
         "_before_command",
         "_check_owner",
         "_failed",
+        "_opened",
         "_own_query",
         "_released",
         "_session_assignments",

@@ -3,6 +3,7 @@ real server, whose own counters measure the round trips."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import aiomysql
 import pytest
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool import _connection
 from tests import _drivers
 from tests.conftest import PoolFactory, query
 from tests.test_pool import conn_id, fetch
@@ -62,6 +64,7 @@ STATES: dict[str, tuple[Use, str]] = {
     "user_variable_into": (lambda c: run(c, "SELECT 'left' INTO @x"), "SELECT @x"),
     "get_lock": (lambda c: run(c, "SELECT GET_LOCK('state_lock', 0)"), "SELECT IS_FREE_LOCK('state_lock')"),
     "autocommit": (lambda c: c.autocommit(True), "SELECT @@autocommit"),
+    "set_charset": (lambda c: c.set_charset("latin1"), "SELECT @@character_set_client, @@character_set_results"),
 }
 
 
@@ -79,6 +82,93 @@ async def test_session_state_never_reaches_the_next_acquirer(make_pool: PoolFact
         assert await conn_id(conn) == first  # reset, not replaced
         assert await fetch(conn, probe) == new
     assert pool.stats()["closed_total"]["reset_failed"] == 0
+
+
+async def unread(conn: aiomysql.Connection, sql: str) -> None:
+    """Run ``sql`` and read its first result set only, then release without closing the cursor (whose close would
+    read the rest)."""
+    cur = conn.cursor()
+    if inspect.isawaitable(cur):  # aiomysql's; asyncmy's is the cursor itself
+        cur = await cur
+    await cur.execute(sql)
+    await cur.fetchall()
+
+
+# Each: a statement whose later result sets (never read by the caller) change the session, and the probe.
+UNREAD: dict[str, tuple[str, str]] = {
+    "multi_statement_time_zone": ("SELECT 1; SET time_zone = '+05:00'", "SELECT @@time_zone"),
+    "multi_statement_variable": ("SELECT 1; SET @left = 1", "SELECT @left"),
+    "procedure_variable": ("CALL state_sets_variable()", "SELECT @from_procedure"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREAD))
+async def test_a_change_in_result_sets_left_unread_never_reaches_the_next_acquirer(
+    make_pool: PoolFactory, case: str
+) -> None:
+    leave, probe = UNREAD[case]
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        await run(
+            conn,
+            "CREATE OR REPLACE PROCEDURE state_sets_variable() BEGIN SELECT 1; SET @from_procedure = 42; END",
+        )
+        new = await fetch(conn, probe)
+    async with pool.acquire() as conn:
+        await unread(conn, leave)
+    async with pool.acquire() as conn:
+        assert await fetch(conn, probe) == new
+
+
+async def test_the_next_transactions_characteristics_never_reach_the_next_acquirer(
+    make_pool: PoolFactory, tables: None
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        first = await conn_id(conn)
+        await run(conn, "SET TRANSACTION READ ONLY")  # the next transaction only; no tracker but one reports it
+    async with pool.acquire() as conn:
+        assert await conn_id(conn) == first  # reset, not replaced
+        await run(conn, "INSERT INTO state_a VALUES (7)", "DELETE FROM state_a WHERE i = 7")
+        await conn.commit()
+    for sql in ("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", "set  transaction read write"):
+        assert _connection.changes_unreported(sql)
+
+
+async def test_a_failed_later_statement_leaves_no_transaction_open(
+    make_pool: PoolFactory, admin: Any, tables: None
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        await run(conn, "REPLACE INTO state_a VALUES (1)")
+        await conn.commit()
+        before = counters(admin)["Com_rollback"]
+        # The first result confirms a status with no transaction; the INSERT that fails then opened one.
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1; INSERT INTO state_a VALUES (1)")
+            with pytest.raises(_drivers.db_errors.IntegrityError):
+                await cur.nextset()
+    async with pool.acquire() as conn:
+        assert counters(admin)["Com_rollback"] - before == 1  # the release rolled it back
+        await run(conn, "DELETE FROM state_a")
+        await conn.commit()
+
+
+@pytest.mark.filterwarnings("ignore:Truncated incorrect INTEGER value")  # aiomysql's cursor warns of it
+async def test_a_statement_with_a_warning_costs_no_round_trip_on_release(make_pool: PoolFactory, admin: Any) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
+    figures = await measure(admin, pool, 20, "SELECT CAST('x' AS INT)")  # a warning: the cursor reads SHOW WARNINGS
+    assert figures["Com_rollback"] == 0 and figures["Com_admin_commands"] == 0
+    assert figures["Questions"] == 40
+
+
+async def test_the_reset_restores_the_character_set_the_driver_encodes_with(make_pool: PoolFactory) -> None:
+    pool = await make_pool(minsize=1, maxsize=1)
+    async with pool.acquire() as conn:
+        await conn.set_charset("latin1")
+        assert await fetch(conn, "SELECT @@character_set_client") == [("latin1",)]
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT '日本', @@character_set_client") == [("日本", "utf8mb4")]
 
 
 async def test_lock_tables_never_reaches_the_next_acquirer(make_pool: PoolFactory, tables: None) -> None:
