@@ -140,10 +140,12 @@ class Connector:
             try:
                 await asyncio.wait(tasks)
             finally:
+                # Cancelled meanwhile: no connect may outlive create_pool, and one may have opened its connection
+                # all the same (in the tick of the cancel, or past a wait_for that swallowed it before Python
+                # 3.12). Every one has ended here, and what it opened joins the pool, which closes it.
+                await _end_all(tasks)
                 for task in tasks:
-                    if not task.done():
-                        task.cancel()
-                    elif not task.cancelled() and task.exception() is None:
+                    if not task.cancelled() and task.exception() is None:
                         opened += 1
                         joined(task.result())
             errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
@@ -261,6 +263,23 @@ class Connector:
         closing = self._driver.abort(conn)
         if closing is not None:
             self._tasks.spawn(closing, "mysqlpool-close")
+
+
+async def _end_all(tasks: list[asyncio.Task[Entry]]) -> None:
+    """Cancel the tasks still running and wait until every one has ended, however often the caller is cancelled
+    meanwhile (each connect is bounded by ``connect_timeout``); a cancel that came while waiting is raised then."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    cancelled = False
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+        pending = [task for task in pending if not task.done()]
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def discard(closing: Coroutine[Any, Any, None] | None) -> None:
