@@ -98,16 +98,19 @@ class Connector:
         """Several hosts: probe every one now, concurrently; ``done`` runs after."""
         await self.hosts.probe_all(self._opener, done)
 
-    async def connect(self) -> Entry:
-        """Open one connection, bounded by ``connect_timeout`` as a whole. The pool counts it as created
-        when it joins the pool."""
+    async def connect(self, deadline: float = float("inf")) -> Entry:
+        """Open one connection, bounded by ``connect_timeout`` as a whole, and by ``deadline`` (`time.monotonic`,
+        create_pool's ``open_timeout``) when that comes first. The pool counts it as created when it joins the
+        pool."""
         opts = self._options
         started = time.monotonic()
+        cut_short = deadline - started < opts.connect_timeout  # the open deadline comes first
         opened: list[Conn] = []
         try:
             # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
-            # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
-            conn = await self.hosts.open(self._opener, opts.max_statement_time, opts.connect_timeout, opened)
+            # The host set bounds each host's attempt by connect_timeout (and every wait by the deadline) and tries
+            # the next on failure.
+            conn = await self.hosts.open(self._opener, opts.max_statement_time, opts.connect_timeout, opened, deadline)
         except BaseException as exc:
             # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
             # the caller's cancellation: the connection it opened is still reachable here, and closed.
@@ -116,7 +119,9 @@ class Connector:
             if not isinstance(exc, Exception):
                 raise
             self._stats.connect_errors_total += 1
-            error = connect_error(self._driver, exc, self._name, opts.connect_timeout)
+            error = connect_error(
+                self._driver, exc, self._name, opts.connect_timeout, opts.open_timeout if cut_short else None
+            )
             self.reconnect.failed(error, describe(error))
             if error is exc:
                 raise
@@ -136,7 +141,7 @@ class Connector:
         while True:
             # After a failure, one attempt at a time until the server answers again.
             count = 1 if reconnect.down else minsize - opened
-            tasks = [asyncio.create_task(self.connect()) for _ in range(count)]
+            tasks = [asyncio.create_task(self.connect(deadline)) for _ in range(count)]
             try:
                 await asyncio.wait(tasks)
             finally:
@@ -156,14 +161,16 @@ class Connector:
             first = errors[0]
             if not isinstance(first, Exception) or not is_transient_connect_error(first):
                 raise first
+            delay = min(reconnect.delay(), deadline - time.monotonic())
+            if delay > 0:
+                reconnect.log_failure(delay)
+                await asyncio.sleep(delay)
             if time.monotonic() >= deadline:
+                # No attempt starts at the deadline: it would have no time left, and hide the last real error.
                 raise PoolTimeout(
                     f"pool {self._name!r} could not open {minsize} connection(s) within "
-                    f"{opts.open_timeout:g} s; last error: {reconnect.last_error}"
+                    f"{opts.open_timeout:g} s (open_timeout); last error: {reconnect.last_error}"
                 ) from first
-            delay = min(reconnect.delay(), max(0.0, deadline - time.monotonic()))
-            reconnect.log_failure(delay)
-            await asyncio.sleep(delay)
 
     async def open_for(self, demand: Demand) -> Entry | None:
         """A background connect, retried with backoff while ``demand`` needs it; None when it gave up.

@@ -6,6 +6,7 @@ import asyncio
 import collections.abc
 import gc
 import importlib
+import time
 from typing import Any
 
 import pytest
@@ -132,3 +133,18 @@ async def test_a_create_pool_cancelled_while_it_opens_leaves_no_session_task_or_
         assert asyncio.all_tasks() - before == set(), after
         assert await _sessions_gone(admin, mysql_server.user, proxy) == (0, 0), after
         gc.collect()  # a socket left for the garbage collector fails the test here (ResourceWarning is an error)
+
+
+async def test_open_timeout_bounds_create_pool_even_when_one_connect_may_take_longer(
+    driver: str, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    proxy.blackhole()  # accepts the TCP connection, then never answers the handshake
+    before = asyncio.all_tasks()
+    started = time.monotonic()
+    with pytest.raises(mp.PoolTimeout) as info:
+        await mp.create_pool(dsn=proxied_dsn(mysql_server, proxy), minsize=2, connect_timeout=10, open_timeout=0.5)
+    # About open_timeout, not connect_timeout; the bound only guards against a hang.
+    assert time.monotonic() - started < 5
+    assert "could not open 2 connection(s) within 0.5 s (open_timeout); last error" in str(info.value)
+    assert "connect timed out at open_timeout=0.5 s" in str(info.value)
+    assert asyncio.all_tasks() - before == set()
