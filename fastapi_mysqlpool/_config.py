@@ -69,7 +69,11 @@ class PoolOptions:
         5.0, "Seconds for one whole connect: TCP, TLS, handshake and authentication.", "> 0", _positive
     )
     open_timeout: float = _opt(
-        10.0, "Seconds `create_pool` waits for `minsize` connections before it fails.", "> 0", _positive
+        10.0,
+        "Seconds `create_pool` waits for `minsize` connections before it fails; a connect still waiting then is cut "
+        "short, whatever `connect_timeout`.",
+        "> 0",
+        _positive,
     )
     wait_open: bool = _opt(
         True, "Fail `create_pool` when `minsize` connections cannot be opened; false starts degraded.", "bool"

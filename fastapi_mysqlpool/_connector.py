@@ -101,16 +101,19 @@ class Connector:
         """Several hosts: probe every one now, concurrently; ``done`` runs after."""
         await self.hosts.probe_all(self._opener, done)
 
-    async def connect(self) -> Entry:
-        """Open one connection, bounded by ``connect_timeout`` as a whole. The pool counts it as created
-        when it joins the pool."""
+    async def connect(self, deadline: float = float("inf")) -> Entry:
+        """Open one connection, bounded by ``connect_timeout`` as a whole, and by ``deadline`` (`time.monotonic`,
+        create_pool's ``open_timeout``) when that comes first. The pool counts it as created when it joins the
+        pool."""
         opts = self._options
         started = time.monotonic()
+        cut_short = deadline - started < opts.connect_timeout  # the open deadline comes first
         opened: list[Conn] = []
         try:
             # Credentials, handshake and the configure hook, bounded as one; a failed open closes its own socket.
-            # The host set bounds each host's attempt by connect_timeout and tries the next on failure.
-            conn = await self.hosts.open(self._opener, opts.max_statement_time, opts.connect_timeout, opened)
+            # The host set bounds each host's attempt by connect_timeout (and every wait by the deadline) and tries
+            # the next on failure.
+            conn = await self.hosts.open(self._opener, opts.max_statement_time, opts.connect_timeout, opened, deadline)
         except BaseException as exc:
             # Before Python 3.12, wait_for loses the result of an open that completes in the same tick as
             # the caller's cancellation: the connection it opened is still reachable here, and closed.
@@ -119,7 +122,9 @@ class Connector:
             if not isinstance(exc, Exception):
                 raise
             self._stats.connect_errors_total += 1
-            error = connect_error(self._driver, exc, self._name, opts.connect_timeout)
+            error = connect_error(
+                self._driver, exc, self._name, opts.connect_timeout, opts.open_timeout if cut_short else None
+            )
             self.reconnect.failed(error, describe(error))
             if error is exc:
                 raise
@@ -139,14 +144,16 @@ class Connector:
         while True:
             # After a failure, one attempt at a time until the server answers again.
             count = 1 if reconnect.down else minsize - opened
-            tasks = [asyncio.create_task(self.connect()) for _ in range(count)]
+            tasks = [asyncio.create_task(self.connect(deadline)) for _ in range(count)]
             try:
                 await asyncio.wait(tasks)
             finally:
+                # Cancelled meanwhile: no connect may outlive create_pool, and one may have opened its connection
+                # all the same (in the tick of the cancel, or past a wait_for that swallowed it before Python
+                # 3.12). Every one has ended here, and what it opened joins the pool, which closes it.
+                await _end_all(tasks)
                 for task in tasks:
-                    if not task.done():
-                        task.cancel()
-                    elif not task.cancelled() and task.exception() is None:
+                    if not task.cancelled() and task.exception() is None:
                         opened += 1
                         joined(task.result())
             errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
@@ -157,14 +164,16 @@ class Connector:
             first = errors[0]
             if not isinstance(first, Exception) or not is_transient_connect_error(first):
                 raise first
+            delay = min(reconnect.delay(), deadline - time.monotonic())
+            if delay > 0:
+                reconnect.log_failure(delay)
+                await asyncio.sleep(delay)
             if time.monotonic() >= deadline:
+                # No attempt starts at the deadline: it would have no time left, and hide the last real error.
                 raise PoolTimeout(
                     f"pool {self._name!r} could not open {minsize} connection(s) within "
-                    f"{opts.open_timeout:g} s; last error: {reconnect.last_error}"
+                    f"{opts.open_timeout:g} s (open_timeout); last error: {reconnect.last_error}"
                 ) from first
-            delay = min(reconnect.delay(), max(0.0, deadline - time.monotonic()))
-            reconnect.log_failure(delay)
-            await asyncio.sleep(delay)
 
     async def open_for(self, demand: Demand) -> Entry | None:
         """A background connect, retried with backoff while ``demand`` needs it; None when it gave up.
@@ -264,6 +273,23 @@ class Connector:
         closing = self._driver.abort(conn)
         if closing is not None:
             self._tasks.spawn(closing, "mysqlpool-close")
+
+
+async def _end_all(tasks: list[asyncio.Task[Entry]]) -> None:
+    """Cancel the tasks still running and wait until every one has ended, however often the caller is cancelled
+    meanwhile (each connect is bounded by ``connect_timeout``); a cancel that came while waiting is raised then."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    cancelled = False
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+        pending = [task for task in pending if not task.done()]
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def discard(closing: Coroutine[Any, Any, None] | None) -> None:

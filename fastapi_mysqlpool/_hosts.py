@@ -238,14 +238,25 @@ class HostSet:
     # ------------------------------------------------------------------ connecting
 
     async def open(
-        self, opener: ConnectionOpener, statement_time: float, timeout: float, opened: list[Any]
+        self,
+        opener: ConnectionOpener,
+        statement_time: float,
+        timeout: float,
+        opened: list[Any],
+        deadline: float = float("inf"),
     ) -> aiomysql.Connection:
-        """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``."""
+        """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``, and
+        every wait by ``deadline`` (`time.monotonic`) too: create_pool's ``open_timeout`` holds whatever the
+        ``connect_timeout``."""
+
+        def bound() -> float:
+            return min(timeout, deadline - time.monotonic())
+
         if not self.routing:
-            conn = await asyncio.wait_for(opener.open(statement_time, opened), timeout)
+            conn = await asyncio.wait_for(opener.open(statement_time, opened), bound())
             conn.read_timeout = self._options.read_timeout
             if self.limits is None:
-                await self._first_probe(conn, timeout)
+                await self._first_probe(conn, bound())
             host = self.hosts[0]
             host.state = "up"
             self._track(conn, host, False)
@@ -258,7 +269,7 @@ class HostSet:
             for host, _ in self.candidates(now):
                 try:
                     conn, role = await asyncio.wait_for(
-                        self._probe_connect(opener, statement_time, host, opened), timeout
+                        self._probe_connect(opener, statement_time, host, opened), bound()
                     )
                 except Exception as exc:
                     if not _connect_failure(exc):
@@ -270,7 +281,7 @@ class HostSet:
                 self._record_limits(role)
                 if self._serves(role):
                     # The session settings belong to the connect, and to its bound.
-                    return await asyncio.wait_for(self._hand_out(conn, host, role, False), timeout)
+                    return await asyncio.wait_for(self._hand_out(conn, host, role, False), bound())
                 if spare is None and self._fallback(role):
                     spare = (conn, host, role)
                     continue
@@ -278,7 +289,7 @@ class HostSet:
             if spare is not None:
                 conn, host, role = spare
                 spare = None
-                return await asyncio.wait_for(self._hand_out(conn, host, role, True), timeout)
+                return await asyncio.wait_for(self._hand_out(conn, host, role, True), bound())
         finally:
             if spare is not None:
                 await self._driver.quit(spare[0])

@@ -402,8 +402,13 @@ class Pool(PoolSurface):
             return await fut
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Handed a connection in the same tick we were cancelled: give it back.
-                self._give_back(fut.result())
+                entry = fut.result()
+                if self._in_use.get(entry.conn) is entry:
+                    # Handed a connection in the same tick we were cancelled: give it back.
+                    self._give_back(entry)
+                else:
+                    # terminate() closed (and counted) it meanwhile: closing it again would count it twice.
+                    self._terminated.discard(entry.conn)
             elif self._waiters.remove(fut):
                 self._meet_demand()
             raise

@@ -148,13 +148,15 @@ class Reconnect:
         self._failed_since_log = 0
 
 
-def connect_error(driver: Driver, exc: Exception, name: str, connect_timeout: float) -> Exception:
+def connect_error(
+    driver: Driver, exc: Exception, name: str, connect_timeout: float, open_timeout: float | None = None
+) -> Exception:
     """The driver error a failed connect raises: ``exc`` itself, or a driver error (with a permanent or a
-    transient code) for a timeout and for an argument the charset cannot encode, whose text would show it."""
+    transient code) for a timeout and for an argument the charset cannot encode, whose text would show it.
+    ``open_timeout``: given when create_pool's deadline, not ``connect_timeout``, cut the connect short."""
     if isinstance(exc, asyncio.TimeoutError):
-        return driver.error(
-            2003, f"Can't connect to MySQL server on {name!r} (connect timed out after {connect_timeout:g} s)"
-        )
+        bound = f"after {connect_timeout:g} s" if open_timeout is None else f"at open_timeout={open_timeout:g} s"
+        return driver.error(2003, f"Can't connect to MySQL server on {name!r} (connect timed out {bound})")
     if isinstance(exc, UnicodeError):
         # Its text and repr hold the string it failed on, a user name or database name.
         return driver.error(

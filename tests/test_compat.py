@@ -245,6 +245,20 @@ async def test_connections_are_aiomysql_connections_but_the_pool_is_not_an_aiomy
     assert not isinstance(pool, aiomysql.Pool)
 
 
+async def test_a_silent_statement_fails_at_read_timeout_unless_it_is_turned_off(make_pool: PoolFactory) -> None:
+    # aiomysql waits for any statement as long as it takes; the pool's read_timeout (30 s by default) does not.
+    assert mp.PoolOptions().read_timeout == 30
+    bounded = await make_pool(minsize=0, maxsize=1, read_timeout=0.3)
+    with pytest.raises(db_errors.OperationalError) as info:
+        async with bounded.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT SLEEP(1)")
+    assert info.value.args[0] == 2013 and "read_timeout=0.3 s" in info.value.args[1]
+    unbounded = await make_pool(minsize=0, maxsize=1, read_timeout=0)
+    async with unbounded.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT SLEEP(1)")
+        assert await cur.fetchone() == (0,)
+
+
 def test_deliberate_differences_are_documented() -> None:
     text = (DOCS / "migrating.md").read_text()
     section = text.split("## Deliberate differences", 1)[1].split("\n## ", 1)[0]
@@ -259,6 +273,7 @@ def test_deliberate_differences_are_documented() -> None:
         "isinstance",
         "yield from",
         "RuntimeError",
+        "read_timeout",
     ):
         assert subject in subjects, f"docs/migrating.md's table of differences does not mention {subject!r}"
 

@@ -6,10 +6,15 @@ import asyncio
 import collections.abc
 import gc
 import importlib
+import time
+from typing import Any
 
 import pytest
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
+from tests._proxy import FaultProxy
+from tests.conftest import proxied_dsn, query
 
 
 async def test_create_pool_can_be_awaited_scheduled_gathered_or_entered(mysql_dsn: str) -> None:
@@ -80,3 +85,66 @@ def test_a_scheme_and_a_query_that_name_two_drivers_are_refused() -> None:
     # The same driver twice is no conflict, and a keyword argument still wins over the DSN.
     assert mp.parse_dsn("mysql+asyncmy://app:pw@h/db?driver=asyncmy").pool_options["driver"] == "asyncmy"
     assert "driver" not in mp.parse_dsn("mysql://app:pw@h/db").pool_options
+
+
+# ---------------------------------------------------------------- a create_pool cancelled while it opens
+
+
+async def _sessions_gone(admin: Any, user: str, proxy: FaultProxy) -> tuple[int, int]:
+    """Poll (bounded) until the server holds no session of ``user`` and the proxy no client connection: the server
+    and the proxy notice a closed socket a moment after the client closed it. Returns what is left."""
+    left = (-1, -1)
+    for _ in range(100):
+        sessions = query(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", user)[0][0]
+        left = (int(sessions), proxy.active_connections)
+        if left == (0, 0):
+            break
+        await asyncio.sleep(0.05)
+    return left
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+async def test_a_create_pool_cancelled_while_it_opens_leaves_no_session_task_or_socket(
+    driver: str, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy, admin: Any, how: str
+) -> None:
+    # Each round trip takes 30 ms through the proxy, and opening the five connections about 0.17 s: the cancels,
+    # 6 ms apart, land at every step of the connects (the TCP connect, the handshake, the session settings, the
+    # first connection's probe) and between them.
+    proxy.set_latency(0.015)
+    dsn = proxied_dsn(mysql_server, proxy)
+    for step in range(30):
+        after = step * 0.006
+        before = asyncio.all_tasks()
+        opening = mp.create_pool(dsn=dsn, minsize=5, maxsize=5, connect_timeout=5)
+        try:
+            if how == "wait_for":
+                pool = await asyncio.wait_for(opening, after)
+            else:
+                task = asyncio.create_task(opening)
+                await asyncio.sleep(after)
+                task.cancel()
+                pool = await task
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            pass
+        else:
+            pool.close()  # opened before the cancel: a pool like any other
+            await pool.wait_closed()
+        # Nothing of the pool runs once its create_pool has raised: every connect task it started has ended.
+        assert asyncio.all_tasks() - before == set(), after
+        assert await _sessions_gone(admin, mysql_server.user, proxy) == (0, 0), after
+        gc.collect()  # a socket left for the garbage collector fails the test here (ResourceWarning is an error)
+
+
+async def test_open_timeout_bounds_create_pool_even_when_one_connect_may_take_longer(
+    driver: str, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    proxy.blackhole()  # accepts the TCP connection, then never answers the handshake
+    before = asyncio.all_tasks()
+    started = time.monotonic()
+    with pytest.raises(mp.PoolTimeout) as info:
+        await mp.create_pool(dsn=proxied_dsn(mysql_server, proxy), minsize=2, connect_timeout=10, open_timeout=0.5)
+    # About open_timeout, not connect_timeout; the bound only guards against a hang.
+    assert time.monotonic() - started < 5
+    assert "could not open 2 connection(s) within 0.5 s (open_timeout); last error" in str(info.value)
+    assert "connect timed out at open_timeout=0.5 s" in str(info.value)
+    assert asyncio.all_tasks() - before == set()

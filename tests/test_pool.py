@@ -786,6 +786,28 @@ async def test_wait_closed_is_bounded(make_pool: PoolFactory) -> None:
     await pool.release(holder)  # the owner's late release is harmless
 
 
+@pytest.mark.parametrize("waiter_cancelled", [False, True])
+async def test_terminate_closes_each_connection_once(make_pool: PoolFactory, waiter_cancelled: bool) -> None:
+    pool = await make_pool(minsize=2, maxsize=2)
+    held = [await pool.acquire(), await pool.acquire()]
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.05)  # queued
+    pool.release(held.pop())  # handed over to the waiter, whose task has not run since
+    pool.terminate()  # closes it with the other one in use, before the waiter's task runs
+    if waiter_cancelled:
+        waiter.cancel()  # its task then gives back a connection that terminate() has already closed
+    with pytest.raises(asyncio.CancelledError if waiter_cancelled else mp.PoolClosed):
+        await waiter
+    await pool.wait_closed()  # terminate() then wait_closed(): allowed, as in aiomysql
+    pool.close()  # after terminate(): nothing left to do
+    await pool.wait_closed()
+    await pool.release(held.pop())  # the owner's late release is harmless
+    stats = pool.stats()
+    assert pool.closed and stats["size"] == 0
+    assert stats["closed_total"]["terminated"] == 2
+    assert sum(stats["closed_total"].values()) == stats["created_total"] == 2, stats
+
+
 async def test_connections_close_with_com_quit(mysql_server: MySQLServer | ExternalServer, admin: Any) -> None:
     def aborted() -> int:
         return int(query(admin, "SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
