@@ -200,6 +200,10 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
         self._charset = charset
         self._encoding = charset_by_name(charset).encoding
 
+    def handshake_names(self, charset: str) -> tuple[str, str]:
+        known = charset_by_name(charset)
+        return known.name, known.collation
+
     def unflag_session_change(self) -> None:
         self._status &= ~SERVER_SESSION_STATE_CHANGED  # not through the setter, which would mark the change
 

@@ -100,9 +100,12 @@ class _Asyncmy(asyncmy.Connection):  # type: ignore[misc]
 
     async def set_charset(self, charset: str) -> None:
         # asyncmy's reads an attribute its compiled `Charset` does not expose (`_encoding`): AttributeError, always.
-        encoding = charset_by_name(charset).encoding
+        known = charset_by_name(charset)
+        if known is None:  # asyncmy's table answers None, and `.encoding` would fail with an AttributeError
+            raise ValueError(f"unknown character set {charset!r}")
+        encoding = known.encoding
         await self._execute_command(COM_QUERY, "SET NAMES " + self.escape(charset))
-        await self.read_packet()
+        await self._read_ok_packet()
         self._charset = charset
         self._encoding = encoding
 
@@ -127,6 +130,10 @@ class Connection(PoolConnection, _Asyncmy):
     def restore_charset(self, charset: str) -> None:
         self._charset = charset
         self._encoding = charset_by_name(charset).encoding
+
+    def handshake_names(self, charset: str) -> tuple[str, str]:
+        known = charset_by_name(charset)
+        return known.name, known.collation
 
     async def show_warnings(self) -> Any:
         # The cursor's SHOW WARNINGS after a statement with warnings: asyncmy reads it with a result that keeps

@@ -58,10 +58,16 @@ TRACKERS = (
     "SESSION session_track_schema=ON, SESSION session_track_state_change=ON, SESSION session_track_system_variables='*'"
 )
 # What changes a session without the server saying so (docs/pool.md has the measurements): user locks, open
-# HANDLERs, LOCK TABLES and SET TRANSACTION (the next transaction's access mode or isolation level; both reported
-# only by the transaction tracker), FLUSH TABLES WITH READ LOCK, and user variables assigned inside a statement
-# (`:=`, `INTO @v`). A false match (the words in a string literal, say) costs one full reset and nothing else.
-_UNREPORTED = re.compile(r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@|set\s+transaction")
+# HANDLERs, LOCK TABLES and the next transaction's access mode or isolation level (`SET TRANSACTION ...`, and
+# `SET @@tx_isolation=...` and the like without a scope; both reported only by the transaction tracker), FLUSH
+# TABLES WITH READ LOCK, and user variables assigned inside a statement (`:=`, `INTO @v`). A false match (the
+# words in a string literal, say) costs one full reset and nothing else; a column named `transaction_id` is none.
+_UNREPORTED = re.compile(
+    r"get_lock|handler|lock\s+table|read\s+lock|:=|into\s+@"
+    r"|set(?:\s|/\*.*?\*/)+transaction(?:\s|/\*.*?\*/)+(?:isolation|read)\b"
+    r"|@@(?:tx|transaction)_(?:isolation|read_only)\s*=",
+    re.DOTALL,
+)
 
 
 def changes_unreported(sql: str | bytes) -> bool:
@@ -71,7 +77,9 @@ def changes_unreported(sql: str | bytes) -> bool:
     expression, which tries every alternative at every position and costs ten times that, only runs on the rare
     statement that contains one of the words."""
     low = sql.lower() if isinstance(sql, str) else sql.decode("latin-1").lower()
-    if "lock" in low or "handler" in low or ":=" in low or ("@" in low and "into" in low) or "transaction" in low:
+    if "lock" in low or "handler" in low or ":=" in low or "transaction" in low or "@@" in low:
+        return _UNREPORTED.search(low) is not None
+    if "@" in low and "into" in low:
         return _UNREPORTED.search(low) is not None
     return False
 
@@ -144,6 +152,11 @@ class PoolConnection:
 
     def restore_charset(self, charset: str) -> None:
         """Take ``charset`` (which the session was just set to) as the one the driver encodes and decodes with."""
+        raise NotImplementedError
+
+    def handshake_names(self, charset: str) -> tuple[str, str]:
+        """The character set and collation the handshake set for ``charset``: the driver sends a collation id,
+        which is not always ``charset``'s name on the server (PyMySQL sends utf8mb4's for ``'utf8'``)."""
         raise NotImplementedError
 
     def forget_server_state(self) -> None:
@@ -309,7 +322,8 @@ class PoolConnection:
         await cast(Any, self)._read_ok_packet()
         self.forget_server_state()
         opened = self._opened or self.opened_with()
-        assignments = [f"NAMES {self.escape(opened.charset)}"]
+        names, collation = self.handshake_names(opened.charset)
+        assignments = [f"NAMES {self.escape(names)} COLLATE {self.escape(collation)}"]
         if opened.sql_mode is not None:
             assignments.append(f"sql_mode={opened.sql_mode}")  # as the drivers set it at connect
         assignments += self._session_assignments()
@@ -415,7 +429,7 @@ class PoolDriver(Driver):
     def settle_session(self, conn: PoolConnection) -> None:
         conn.settle_session()
 
-    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> None:
+    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> bool:
         # A stored procedure whose later result sets were not read is still running: read them (it
         # finishes), then roll back whatever it left uncommitted.
         while conn._result is not None and conn._result.has_next:
@@ -431,6 +445,7 @@ class PoolDriver(Driver):
             await conn.autocommit(autocommit)
         if autocommit is not None:
             conn.autocommit_mode = autocommit
+        return full
 
     def abort(self, conn: PoolConnection) -> Coroutine[Any, Any, None] | None:
         closing = conn.closing()

@@ -228,7 +228,7 @@ class Connector:
         await asyncio.wait_for(self._reset(conn, full), self._options.reset_timeout)
 
     async def _reset(self, conn: Conn, full: bool) -> None:
-        await self._driver.reset(conn, full=full, autocommit=self._autocommit, exact=self._exact_reset)
+        full = await self._driver.reset(conn, full=full, autocommit=self._autocommit, exact=self._exact_reset)
         hooks = self._hooks
         if full and hooks.configure is not None:
             # The full reset cleared what the hook set up when the connection was opened.

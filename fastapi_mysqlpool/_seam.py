@@ -124,10 +124,11 @@ class Driver(abc.ABC):
         other than ``autocommit`` (None: not checked): a reset is due before reuse."""
 
     @abc.abstractmethod
-    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> None:
+    async def reset(self, conn: Any, *, full: bool, autocommit: bool | None, exact: bool = False) -> bool:
         """Make the session as a new one would be: read announced result sets, roll back; with ``full``,
         COM_RESET_CONNECTION and the connection's own settings again; then ``autocommit``. With ``exact``
-        (``session_reset='exact'``), a session change that the announced result sets report makes it ``full``."""
+        (``session_reset='exact'``), a session change that the announced result sets report makes it ``full``.
+        Returns whether the reset was the full one (the pool then runs its ``configure`` hook again)."""
 
     def set_owned(self, conn: Any, owned: bool) -> None:  # noqa: B027 (optional: by default, no check)
         """Mark ``conn`` as handed out (True, at acquire) or given back (False, at release). Handed out, it reports

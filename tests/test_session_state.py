@@ -120,19 +120,35 @@ async def test_a_change_in_result_sets_left_unread_never_reaches_the_next_acquir
         assert await fetch(conn, probe) == new
 
 
+# Each sets the next transaction's access mode only (no tracker but the transaction's reports it).
+@pytest.mark.parametrize(
+    "statement", ["SET TRANSACTION READ ONLY", "SET /* next */ TRANSACTION READ ONLY", "SET @@tx_read_only = 1"]
+)
 async def test_the_next_transactions_characteristics_never_reach_the_next_acquirer(
-    make_pool: PoolFactory, tables: None
+    make_pool: PoolFactory, tables: None, statement: str
 ) -> None:
     pool = await make_pool(minsize=1, maxsize=1)
     async with pool.acquire() as conn:
         first = await conn_id(conn)
-        await run(conn, "SET TRANSACTION READ ONLY")  # the next transaction only; no tracker but one reports it
+        await run(conn, statement)
     async with pool.acquire() as conn:
         assert await conn_id(conn) == first  # reset, not replaced
-        await run(conn, "INSERT INTO state_a VALUES (7)", "DELETE FROM state_a WHERE i = 7")
+        await run(conn, "INSERT INTO state_a VALUES (7)", "DELETE FROM state_a WHERE i = 7")  # 1792 if it leaked
         await conn.commit()
     for sql in ("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", "set  transaction read write"):
         assert _connection.changes_unreported(sql)
+
+
+async def test_a_column_named_like_the_transaction_costs_no_reset(
+    make_pool: PoolFactory, admin: Any, tables: None
+) -> None:
+    pool = await make_pool(minsize=1, maxsize=1, autocommit=True)
+    async with pool.acquire() as conn:
+        await run(conn, "CREATE TABLE IF NOT EXISTS state_payments (id INT PRIMARY KEY, transaction_id INT)")
+        await run(conn, "REPLACE INTO state_payments VALUES (1, 0)")
+    figures = await measure(admin, pool, 10, "UPDATE state_payments SET transaction_id = transaction_id + 1")
+    assert figures["Com_admin_commands"] == 0  # no COM_RESET_CONNECTION
+    assert figures["Com_change_db"] == 0
 
 
 async def test_a_failed_later_statement_leaves_no_transaction_open(
@@ -160,6 +176,30 @@ async def test_a_statement_with_a_warning_costs_no_round_trip_on_release(make_po
     figures = await measure(admin, pool, 20, "SELECT CAST('x' AS INT)")  # a warning: the cursor reads SHOW WARNINGS
     assert figures["Com_rollback"] == 0 and figures["Com_admin_commands"] == 0
     assert figures["Questions"] == 40
+
+
+async def test_a_reset_the_unread_results_made_full_runs_the_configure_hook_again(make_pool: PoolFactory) -> None:
+    async def configure(conn: aiomysql.Connection) -> None:
+        await run(conn, "SET time_zone = '+05:00'")
+
+    pool = await make_pool(minsize=1, maxsize=1, configure=configure)
+    async with pool.acquire() as conn:
+        await unread(conn, "SELECT 1; SET @left = 1")  # the release learns of the change only while it resets
+    async with pool.acquire() as conn:
+        assert await fetch(conn, "SELECT @@time_zone, @left") == [("+05:00", None)]
+
+
+@pytest.mark.parametrize("charset", ["utf8", "utf8mb4", "latin1"])
+async def test_the_full_reset_sets_the_character_set_and_collation_the_handshake_set(
+    make_pool: PoolFactory, charset: str
+) -> None:
+    probe = "SELECT @@character_set_client, @@character_set_results, @@collation_connection"
+    pool = await make_pool(minsize=1, maxsize=1, charset=charset)
+    async with pool.acquire() as conn:
+        new = await fetch(conn, probe)
+        await run(conn, "SET NAMES ascii")
+    async with pool.acquire() as conn:
+        assert await fetch(conn, probe) == new
 
 
 async def test_the_reset_restores_the_character_set_the_driver_encodes_with(make_pool: PoolFactory) -> None:

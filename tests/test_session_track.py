@@ -419,6 +419,13 @@ def test_a_result_set_reports_the_flag_on_its_eof_packets(track_server: MySQLSer
         (b"SELECT 1 INTO @x", True),
         ("SELECT id FROM t WHERE clock = 1 AND blocked = 0", False),
         ("INSERT INTO t (email) VALUES ('a@example.com')", False),
+        ("SET TRANSACTION READ ONLY", True),
+        ("set /* next */ transaction isolation level serializable", True),
+        ("SET @@tx_read_only = 1", True),
+        ("SET @@transaction_isolation='READ-COMMITTED'", True),
+        ("UPDATE payments SET transaction_id = 7", False),  # a column, not the next transaction
+        ("UPDATE payments SET transaction = 'x'", False),
+        ("SELECT @@tx_isolation", False),  # a read of the variable
         ("SELECT 1", False),
     ],
 )
