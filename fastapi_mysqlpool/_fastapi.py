@@ -24,8 +24,8 @@ How a request gets its connection, and why it is given back where it is:
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
 - `get_run_transaction` hands the handler ``pool.run_transaction`` bound to the app's pool, with the same 503
   for a connection that cannot be had. A statement the server stopped at ``max_statement_time`` is answered
-  504 by `install_error_handlers`, a commit of unknown outcome 500 (without ``Retry-After``: retrying it blindly
-  could apply it twice).
+  504 by `install_error_handlers`, a commit of unknown outcome (`CommitOutcomeUnknown`, from `get_transaction`
+  too) a logged 500 (without ``Retry-After``: retrying it blindly could apply it twice).
 """
 
 from __future__ import annotations
@@ -386,7 +386,17 @@ class _Transaction:
         # now must not leave the outcome of a commit to chance.
         with anyio.CancelScope(shield=True):
             if exc is None:
-                await self.conn.commit()
+                try:
+                    await self.conn.commit()
+                except Exception as error:
+                    if not is_disconnect(error):
+                        raise  # the server answered: it did not commit
+                    # Lost while COMMIT was in flight: the server may have committed. Not a 503 then, whose
+                    # Retry-After would invite the client to send the write again and apply it twice.
+                    raise CommitOutcomeUnknown(
+                        "connection lost during the COMMIT of the request's transaction; it may or may not have "
+                        f"been committed ({type(error).__name__}: {error})"
+                    ) from error
             elif isinstance(exc, Exception):
                 # A failed rollback means a broken connection; the release discards it, and the
                 # handler's own error is the one worth reporting.
@@ -719,7 +729,8 @@ RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
 def install_error_handlers(app: Starlette) -> None:
     """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
     `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``; a statement the server stopped at
-    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500.
+    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500, without
+    ``Retry-After``, and logged at ERROR.
 
     Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
     the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
@@ -741,6 +752,12 @@ async def _pool_error_response(request: Request, exc: Exception) -> Response:
     if is_statement_timeout(exc):
         return JSONResponse({"detail": STATEMENT_TIMEOUT_DETAIL}, status_code=504)
     if isinstance(exc, CommitOutcomeUnknown):
+        # Answered here rather than raised on to the server, which would log it: someone has to find out
+        # whether the write happened, so it is logged, with the request it belongs to.
+        logger.error(
+            "%s %s: %s", request.method, request.url.path, exc,
+            exc_info=exc, extra={"event": "commit_outcome_unknown"},
+        )  # fmt: skip
         return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
     if is_wrong_host(exc):
         return JSONResponse({"detail": _WRONG_HOST_DETAIL}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})

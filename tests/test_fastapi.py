@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._fastapi import COMMIT_UNKNOWN_DETAIL
 from fastapi_mysqlpool._settings import MySQLPoolSettings, env_pool_options
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests import _drivers
@@ -680,3 +681,43 @@ async def test_the_documented_schema_pattern_starts_twice_under_warnings_as_erro
             with caplog.at_level(logging.WARNING, logger="asyncmy"):
                 await cur.execute("INSERT INTO fastapi_schema_small VALUES (1000)")
             assert any("Out of range value" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- errors that are not unavailability
+
+
+async def test_a_commit_of_unknown_outcome_is_a_logged_500_without_retry_after(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The connection is lost during COMMIT: the server may have committed. A 503 with Retry-After would invite
+    # the client to send the write again, and apply it twice.
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn))
+    mp.install_error_handlers(app)
+
+    async def insert_then_lose_connection(conn: aiomysql.Connection) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('unknown')")
+        query(admin, f"KILL {conn.thread_id()}")  # the next command on conn is the COMMIT
+
+    @app.post("/transaction")
+    async def transaction(conn: mp.TransactionDep) -> dict[str, bool]:
+        await insert_then_lose_connection(conn)
+        return {"saved": True}
+
+    @app.post("/run")
+    async def run(run: mp.RunTransactionDep) -> dict[str, bool]:
+        await run(insert_then_lose_connection)
+        return {"saved": True}
+
+    async with serve(app) as client:
+        for path in ("/transaction", "/run"):
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="fastapi_mysqlpool"):
+                response = await client.post(path)
+            assert (response.status_code, response.json()) == (500, {"detail": COMMIT_UNKNOWN_DETAIL}), path
+            assert "retry-after" not in response.headers, path
+            logged = [r for r in caplog.records if getattr(r, "event", None) == "commit_outcome_unknown"]
+            assert len(logged) == 1 and logged[0].levelno == logging.ERROR, path
+            assert f"POST {path}" in logged[0].getMessage()
+            assert isinstance(logged[0].exc_info and logged[0].exc_info[1], mp.CommitOutcomeUnknown)
+    assert note_texts(admin) == []
