@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
-from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
+from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, PoolMisuse, TooManyWaiters
 from ._gtid import ReadYourWrites, wait_for_gtid
 from ._history import attach as attach_history
 from ._history import detach as detach_history
@@ -118,7 +118,10 @@ RunTransaction = Callable[..., Awaitable[Any]]
 
 def _is_unavailable(exc: BaseException) -> bool:
     """What an acquire raises when no connection can be had: the pool's own errors, the network, or a
-    driver's ``OperationalError`` (whichever driver the pool uses)."""
+    driver's ``OperationalError`` (whichever driver the pool uses). Not `PoolMisuse`: that is a bug in the
+    app, which a retry would not fix, so it stays a 500 for the app's error reporting to see."""
+    if isinstance(exc, PoolMisuse):
+        return False
     return isinstance(exc, (PoolError, OSError)) or error_family(exc) == "operational"
 
 
@@ -728,7 +731,8 @@ RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
 
 def install_error_handlers(app: Starlette) -> None:
     """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
-    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``; a statement the server stopped at
+    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``, but not `PoolMisuse`, a bug in the app
+    that stays the app's 500; a statement the server stopped at
     ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500, without
     ``Retry-After``, and logged at ERROR.
 
@@ -761,7 +765,7 @@ async def _pool_error_response(request: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
     if is_wrong_host(exc):
         return JSONResponse({"detail": _WRONG_HOST_DETAIL}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
-    if not isinstance(exc, PoolError) and not is_disconnect(exc):
-        raise exc  # a statement-level error: the app's own 500 handling applies
+    if isinstance(exc, PoolMisuse) or not (isinstance(exc, PoolError) or is_disconnect(exc)):
+        raise exc  # a statement-level error or a bug in the app: the app's own 500 handling applies
     reason, headers = _unavailable(exc)
     return JSONResponse({"detail": reason}, status_code=503, headers=headers)

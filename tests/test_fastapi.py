@@ -721,3 +721,39 @@ async def test_a_commit_of_unknown_outcome_is_a_logged_500_without_retry_after(
             assert f"POST {path}" in logged[0].getMessage()
             assert isinstance(logged[0].exc_info and logged[0].exc_info[1], mp.CommitOutcomeUnknown)
     assert note_texts(admin) == []
+
+
+@pytest.mark.parametrize("handlers", [True, False], ids=["error handlers", "no error handlers"])
+async def test_pool_misuse_is_a_500_not_a_503(handlers: bool, mysql_dsn: str) -> None:
+    # Using a connection after its release is a bug in the app, not the database being unavailable: no
+    # Retry-After, and the app's 500 path (its error reporting) sees it.
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+    if handlers:
+        mp.install_error_handlers(app)
+
+    async def use_a_released_connection(pool: mp.Pool) -> None:
+        async with pool.acquire() as conn:
+            pass
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+
+    @app.get("/handler")
+    async def handler(pool: mp.PoolDep) -> dict[str, str]:
+        await use_a_released_connection(pool)
+        return {"unreachable": "code"}
+
+    @app.get("/run")
+    async def run(pool: mp.PoolDep, run: mp.RunTransactionDep) -> dict[str, str]:
+        async def transaction(conn: aiomysql.Connection) -> None:
+            await use_a_released_connection(pool)
+
+        await run(transaction)
+        return {"unreachable": "code"}
+
+    async with serve(app) as client:
+        for path in ("/handler", "/run"):
+            response = await client.get(path)
+            assert response.status_code == 500, (path, response.text)
+            assert "retry-after" not in response.headers, path
+        assert in_use(lifespan) == 0
