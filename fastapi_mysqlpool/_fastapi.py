@@ -34,6 +34,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -459,14 +460,34 @@ def _writes(connection: HTTPConnection, write_calls: set[Callable[..., Any]]) ->
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return False
-    calls = _ROUTE_CALLS.get(id(dependant))
-    if calls is None:
-        calls = _ROUTE_CALLS[id(dependant)] = frozenset(_calls(dependant))
-    return not calls.isdisjoint(write_calls)
+    return not _route_calls(route, dependant).isdisjoint(write_calls)
 
 
-# The dependency callables of each route, computed once per route (routes live as long as the app).
-_ROUTE_CALLS: dict[int, frozenset[Any]] = {}
+# The dependency callables of each route, computed once per route. Keyed by id(): FastAPI's routes and dependants
+# are not hashable. An id is reused once its object is collected (an app dropped and another one made, as tests
+# do), so each entry holds a weak reference to its route and serves that very object only; the reference's
+# callback drops the entry when the route goes.
+_ROUTE_CALLS: dict[int, tuple[weakref.ref[Any], frozenset[Any]]] = {}
+
+
+def _route_calls(route: Any, dependant: Any) -> frozenset[Any]:
+    key = id(route)
+    entry = _ROUTE_CALLS.get(key)
+    if entry is not None and entry[0]() is route:
+        return entry[1]
+    calls = frozenset(_calls(dependant))
+    try:
+        ref = weakref.ref(route, functools.partial(_forget_route, key))
+    except TypeError:  # a route class without weak references: worked out on every request
+        return calls
+    _ROUTE_CALLS[key] = (ref, calls)
+    return calls
+
+
+def _forget_route(key: int, ref: weakref.ref[Any]) -> None:
+    entry = _ROUTE_CALLS.get(key)
+    if entry is not None and entry[0] is ref:  # the entry this reference was made for, not a later one
+        del _ROUTE_CALLS[key]
 
 
 class PoolDependencies:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 import warnings
@@ -757,3 +758,49 @@ async def test_pool_misuse_is_a_500_not_a_503(handlers: bool, mysql_dsn: str) ->
             assert response.status_code == 500, (path, response.text)
             assert "retry-after" not in response.headers, path
         assert in_use(lifespan) == 0
+
+
+# --------------------------------------------------------------------------- what is known of each route
+
+
+async def test_a_route_never_gets_the_read_routing_of_a_collected_route_with_its_id(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whether a route also writes (so its reads go to its primary connection) is worked out once per route. An
+    # object's id() is reused once the object is collected, as routes are when a test's app is dropped: the
+    # allocator makes that collision at will; here every object gets one id, so it happens every time.
+    from fastapi_mysqlpool import _fastapi
+
+    monkeypatch.setattr(_fastapi, "id", lambda obj: 1, raising=False)
+
+    def app_with(path: str, writes: bool) -> FastAPI:
+        app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, replicas=mysql_dsn))
+        app.include_router(mp.pool_router)
+        if writes:
+
+            @app.get(path)
+            async def read_then_write(cur: mp.ReadCursorDep, conn: mp.ConnDep) -> None:
+                await cur.execute("SELECT 1")
+
+        else:
+
+            @app.get(path)
+            async def read(cur: mp.ReadCursorDep) -> None:
+                await cur.execute("SELECT 1")
+
+        return app
+
+    async def acquired(client: Any) -> dict[str, int]:
+        pools = (await client.get("/pool/stats")).json()["pools"]
+        return {name: stats["acquired_total"] for name, stats in pools.items()}
+
+    writer = app_with("/read-then-write", writes=True)
+    async with serve(writer) as client:
+        assert (await client.get("/read-then-write")).status_code == 200
+        assert await acquired(client) == {"default": 1, "default.replicas": 0}  # it writes: it reads where it writes
+    del writer
+    gc.collect()
+    reader = app_with("/read", writes=False)
+    async with serve(reader) as client:
+        assert (await client.get("/read")).status_code == 200
+        assert await acquired(client) == {"default": 0, "default.replicas": 1}
