@@ -343,10 +343,29 @@ def _is_connect_error(exc: BaseException) -> bool:
     return error_family(exc) == "operational" and (error_code(exc) or 0) >= 2000
 
 
+def _is_generator_function(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a generator, as FastAPI tells: through ``functools.partial`` and the
+    ``__wrapped__`` of ``functools.wraps``, so that a decorated generator is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return any(inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f) for f in (fn, inspect.unwrap(fn)))
+
+
+def _is_generator_callable(call: Any) -> bool:
+    """`_is_generator_function`, or a callable object whose ``__call__`` is one: what FastAPI runs as a
+    generator, a path operation that streams or a dependency with an exit."""
+    if _is_generator_function(call):
+        return True
+    while isinstance(call, functools.partial):
+        call = call.func
+    call = inspect.unwrap(call)
+    return not inspect.isclass(call) and _is_generator_function(getattr(call, "__call__", None))  # noqa: B004
+
+
 @functools.cache
 def _streams(endpoint: Callable[..., Any]) -> bool:
     """Whether FastAPI runs ``endpoint``'s body as the response streams: a generator path operation."""
-    return inspect.isasyncgenfunction(endpoint) or inspect.isgeneratorfunction(endpoint)
+    return _is_generator_callable(endpoint)
 
 
 def _is_streaming(connection: HTTPConnection) -> bool:
