@@ -585,7 +585,12 @@ class PoolDependencies:
             if held_key in connection.scope or _writes(connection, write_calls):
                 # The handler writes too: its reads go to its primary connection and see its own writes.
                 return await get_conn(connection, pool)
-            replicas = pools_of(connection).get(name + REPLICAS_SUFFIX)
+            pools: Mapping[str, Pool] = getattr(connection.state, STATE_KEY, None) or {}
+            if pools.get(name) is not pool:
+                # get_pool is overridden (app.dependency_overrides): its pool serves the reads too, not the
+                # replicas of the pool it stands in for.
+                return await _acquire_for(connection, pool)
+            replicas = pools.get(name + REPLICAS_SUFFIX)
             if replicas is None:
                 return await _acquire_for(connection, pool)  # no replicas configured: the primary serves reads
             ryw: ReadYourWrites | None = connection.scope.get("state", {}).get(_RYW_KEY, {}).get(name)

@@ -804,3 +804,58 @@ async def test_a_route_never_gets_the_read_routing_of_a_collected_route_with_its
     async with serve(reader) as client:
         assert (await client.get("/read")).status_code == 200
         assert await acquired(client) == {"default": 0, "default.replicas": 1}
+
+
+async def test_overriding_get_pool_redirects_every_dependency_reads_included(
+    mysql_dsn: str, private_mysql_server: MySQLServer, make_pool: Any
+) -> None:
+    # The app reads on replicas; a test points get_pool at a pool of its own server, and then every dependency,
+    # the read ones too, must talk to that server only.
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, replicas=mysql_dsn))
+    other = await make_pool(private_mysql_server.dsn, maxsize=2)
+
+    async def port_of(conn: aiomysql.Connection) -> int:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT @@port")
+            ((port,),) = await cursor.fetchall()
+        return int(port)
+
+    @app.get("/conn")
+    async def conn(conn: mp.ConnDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/cursor")
+    async def cursor(cursor: mp.CursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    @app.get("/dict-cursor")
+    async def dict_cursor(cursor: mp.DictCursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    @app.get("/transaction")
+    async def transaction(conn: mp.TransactionDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/run")
+    async def run(run: mp.RunTransactionDep) -> int:
+        return int(await run(port_of))
+
+    @app.get("/read-conn")
+    async def read_conn(conn: mp.ReadConnDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/read-cursor")
+    async def read_cursor(cursor: mp.ReadCursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    async def other_pool() -> mp.Pool:
+        return other
+
+    paths = ["/conn", "/cursor", "/dict-cursor", "/transaction", "/run", "/read-conn", "/read-cursor"]
+    async with serve(app) as client:
+        served = {path: (await client.get(path)).json() for path in paths}
+        assert set(served.values()) != {private_mysql_server.port}  # without the override: the app's own server
+        app.dependency_overrides[mp.get_pool] = other_pool
+        served = {path: (await client.get(path)).json() for path in paths}
+    assert served == dict.fromkeys(paths, private_mysql_server.port)
+    assert other.stats()["acquired_total"] == len(paths)
