@@ -66,5 +66,6 @@ class CommitOutcomeUnknown(PoolError):
     """The connection was lost while COMMIT was in flight, so the transaction may have committed.
 
     Raised by `Pool.run_transaction`, which never reruns a transaction in that case: rerunning
-    one that did commit would apply it twice. The lost-connection error is the ``__cause__``.
+    one that did commit would apply it twice, and by the commit of FastAPI's ``get_transaction``.
+    The lost-connection error is the ``__cause__``.
     """

@@ -24,8 +24,8 @@ How a request gets its connection, and why it is given back where it is:
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
 - `get_run_transaction` hands the handler ``pool.run_transaction`` bound to the app's pool, with the same 503
   for a connection that cannot be had. A statement the server stopped at ``max_statement_time`` is answered
-  504 by `install_error_handlers`, a commit of unknown outcome 500 (without ``Retry-After``: retrying it blindly
-  could apply it twice).
+  504 by `install_error_handlers`, a commit of unknown outcome (`CommitOutcomeUnknown`, from `get_transaction`
+  too) a logged 500 (without ``Retry-After``: retrying it blindly could apply it twice).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -48,7 +49,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._config import mask_dsn, parse_dsn
 from ._create import create_pool
-from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, TooManyWaiters
+from ._errors import CommitOutcomeUnknown, PoolClosed, PoolError, PoolMisuse, TooManyWaiters
 from ._gtid import ReadYourWrites, wait_for_gtid
 from ._history import attach as attach_history
 from ._history import detach as detach_history
@@ -118,7 +119,10 @@ RunTransaction = Callable[..., Awaitable[Any]]
 
 def _is_unavailable(exc: BaseException) -> bool:
     """What an acquire raises when no connection can be had: the pool's own errors, the network, or a
-    driver's ``OperationalError`` (whichever driver the pool uses)."""
+    driver's ``OperationalError`` (whichever driver the pool uses). Not `PoolMisuse`: that is a bug in the
+    app, which a retry would not fix, so it stays a 500 for the app's error reporting to see."""
+    if isinstance(exc, PoolMisuse):
+        return False
     return isinstance(exc, (PoolError, OSError)) or error_family(exc) == "operational"
 
 
@@ -339,10 +343,29 @@ def _is_connect_error(exc: BaseException) -> bool:
     return error_family(exc) == "operational" and (error_code(exc) or 0) >= 2000
 
 
+def _is_generator_function(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a generator, as FastAPI tells: through ``functools.partial`` and the
+    ``__wrapped__`` of ``functools.wraps``, so that a decorated generator is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return any(inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f) for f in (fn, inspect.unwrap(fn)))
+
+
+def _is_generator_callable(call: Any) -> bool:
+    """`_is_generator_function`, or a callable object whose ``__call__`` is one: what FastAPI runs as a
+    generator, a path operation that streams or a dependency with an exit."""
+    if _is_generator_function(call):
+        return True
+    while isinstance(call, functools.partial):
+        call = call.func
+    call = inspect.unwrap(call)
+    return not inspect.isclass(call) and _is_generator_function(getattr(call, "__call__", None))  # noqa: B004
+
+
 @functools.cache
 def _streams(endpoint: Callable[..., Any]) -> bool:
     """Whether FastAPI runs ``endpoint``'s body as the response streams: a generator path operation."""
-    return inspect.isasyncgenfunction(endpoint) or inspect.isgeneratorfunction(endpoint)
+    return _is_generator_callable(endpoint)
 
 
 def _is_streaming(connection: HTTPConnection) -> bool:
@@ -386,7 +409,17 @@ class _Transaction:
         # now must not leave the outcome of a commit to chance.
         with anyio.CancelScope(shield=True):
             if exc is None:
-                await self.conn.commit()
+                try:
+                    await self.conn.commit()
+                except Exception as error:
+                    if not is_disconnect(error):
+                        raise  # the server answered: it did not commit
+                    # Lost while COMMIT was in flight: the server may have committed. Not a 503 then, whose
+                    # Retry-After would invite the client to send the write again and apply it twice.
+                    raise CommitOutcomeUnknown(
+                        "connection lost during the COMMIT of the request's transaction; it may or may not have "
+                        f"been committed ({type(error).__name__}: {error})"
+                    ) from error
             elif isinstance(exc, Exception):
                 # A failed rollback means a broken connection; the release discards it, and the
                 # handler's own error is the one worth reporting.
@@ -446,14 +479,34 @@ def _writes(connection: HTTPConnection, write_calls: set[Callable[..., Any]]) ->
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return False
-    calls = _ROUTE_CALLS.get(id(dependant))
-    if calls is None:
-        calls = _ROUTE_CALLS[id(dependant)] = frozenset(_calls(dependant))
-    return not calls.isdisjoint(write_calls)
+    return not _route_calls(route, dependant).isdisjoint(write_calls)
 
 
-# The dependency callables of each route, computed once per route (routes live as long as the app).
-_ROUTE_CALLS: dict[int, frozenset[Any]] = {}
+# The dependency callables of each route, computed once per route. Keyed by id(): FastAPI's routes and dependants
+# are not hashable. An id is reused once its object is collected (an app dropped and another one made, as tests
+# do), so each entry holds a weak reference to its route and serves that very object only; the reference's
+# callback drops the entry when the route goes.
+_ROUTE_CALLS: dict[int, tuple[weakref.ref[Any], frozenset[Any]]] = {}
+
+
+def _route_calls(route: Any, dependant: Any) -> frozenset[Any]:
+    key = id(route)
+    entry = _ROUTE_CALLS.get(key)
+    if entry is not None and entry[0]() is route:
+        return entry[1]
+    calls = frozenset(_calls(dependant))
+    try:
+        ref = weakref.ref(route, functools.partial(_forget_route, key))
+    except TypeError:  # a route class without weak references: worked out on every request
+        return calls
+    _ROUTE_CALLS[key] = (ref, calls)
+    return calls
+
+
+def _forget_route(key: int, ref: weakref.ref[Any]) -> None:
+    entry = _ROUTE_CALLS.get(key)
+    if entry is not None and entry[0] is ref:  # the entry this reference was made for, not a later one
+        del _ROUTE_CALLS[key]
 
 
 class PoolDependencies:
@@ -532,7 +585,12 @@ class PoolDependencies:
             if held_key in connection.scope or _writes(connection, write_calls):
                 # The handler writes too: its reads go to its primary connection and see its own writes.
                 return await get_conn(connection, pool)
-            replicas = pools_of(connection).get(name + REPLICAS_SUFFIX)
+            pools: Mapping[str, Pool] = getattr(connection.state, STATE_KEY, None) or {}
+            if pools.get(name) is not pool:
+                # get_pool is overridden (app.dependency_overrides): its pool serves the reads too, not the
+                # replicas of the pool it stands in for.
+                return await _acquire_for(connection, pool)
+            replicas = pools.get(name + REPLICAS_SUFFIX)
             if replicas is None:
                 return await _acquire_for(connection, pool)  # no replicas configured: the primary serves reads
             ryw: ReadYourWrites | None = connection.scope.get("state", {}).get(_RYW_KEY, {}).get(name)
@@ -718,8 +776,10 @@ RunTransactionDep = Annotated[RunTransaction, Depends(get_run_transaction)]
 
 def install_error_handlers(app: Starlette) -> None:
     """Answer `PoolError` (timeout, too many waiters, closed) and a connection lost mid-request (see
-    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``; a statement the server stopped at
-    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500.
+    `is_disconnect`) with 503 and ``Retry-After`` anywhere in ``app``, but not `PoolMisuse`, a bug in the app
+    that stays the app's 500; a statement the server stopped at
+    ``max_statement_time`` (see `is_statement_timeout`) with 504; `CommitOutcomeUnknown` with 500, without
+    ``Retry-After``, and logged at ERROR.
 
     Only needed where code calls ``pool.acquire()`` itself (plain Starlette, a background part of a handler):
     the dependencies already answer 503. Exception handlers cannot be added from a lifespan, because Starlette
@@ -741,10 +801,16 @@ async def _pool_error_response(request: Request, exc: Exception) -> Response:
     if is_statement_timeout(exc):
         return JSONResponse({"detail": STATEMENT_TIMEOUT_DETAIL}, status_code=504)
     if isinstance(exc, CommitOutcomeUnknown):
+        # Answered here rather than raised on to the server, which would log it: someone has to find out
+        # whether the write happened, so it is logged, with the request it belongs to.
+        logger.error(
+            "%s %s: %s", request.method, request.url.path, exc,
+            exc_info=exc, extra={"event": "commit_outcome_unknown"},
+        )  # fmt: skip
         return JSONResponse({"detail": COMMIT_UNKNOWN_DETAIL}, status_code=500)
     if is_wrong_host(exc):
         return JSONResponse({"detail": _WRONG_HOST_DETAIL}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
-    if not isinstance(exc, PoolError) and not is_disconnect(exc):
-        raise exc  # a statement-level error: the app's own 500 handling applies
+    if isinstance(exc, PoolMisuse) or not (isinstance(exc, PoolError) or is_disconnect(exc)):
+        raise exc  # a statement-level error or a bug in the app: the app's own 500 handling applies
     reason, headers = _unavailable(exc)
     return JSONResponse({"detail": reason}, status_code=503, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 import warnings
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import fastapi_mysqlpool as mp
+from fastapi_mysqlpool._fastapi import COMMIT_UNKNOWN_DETAIL
 from fastapi_mysqlpool._settings import MySQLPoolSettings, env_pool_options
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests import _drivers
@@ -680,3 +682,180 @@ async def test_the_documented_schema_pattern_starts_twice_under_warnings_as_erro
             with caplog.at_level(logging.WARNING, logger="asyncmy"):
                 await cur.execute("INSERT INTO fastapi_schema_small VALUES (1000)")
             assert any("Out of range value" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- errors that are not unavailability
+
+
+async def test_a_commit_of_unknown_outcome_is_a_logged_500_without_retry_after(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The connection is lost during COMMIT: the server may have committed. A 503 with Retry-After would invite
+    # the client to send the write again, and apply it twice.
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn))
+    mp.install_error_handlers(app)
+
+    async def insert_then_lose_connection(conn: aiomysql.Connection) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('unknown')")
+        query(admin, f"KILL {conn.thread_id()}")  # the next command on conn is the COMMIT
+
+    @app.post("/transaction")
+    async def transaction(conn: mp.TransactionDep) -> dict[str, bool]:
+        await insert_then_lose_connection(conn)
+        return {"saved": True}
+
+    @app.post("/run")
+    async def run(run: mp.RunTransactionDep) -> dict[str, bool]:
+        await run(insert_then_lose_connection)
+        return {"saved": True}
+
+    async with serve(app) as client:
+        for path in ("/transaction", "/run"):
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="fastapi_mysqlpool"):
+                response = await client.post(path)
+            assert (response.status_code, response.json()) == (500, {"detail": COMMIT_UNKNOWN_DETAIL}), path
+            assert "retry-after" not in response.headers, path
+            logged = [r for r in caplog.records if getattr(r, "event", None) == "commit_outcome_unknown"]
+            assert len(logged) == 1 and logged[0].levelno == logging.ERROR, path
+            assert f"POST {path}" in logged[0].getMessage()
+            assert isinstance(logged[0].exc_info and logged[0].exc_info[1], mp.CommitOutcomeUnknown)
+    assert note_texts(admin) == []
+
+
+@pytest.mark.parametrize("handlers", [True, False], ids=["error handlers", "no error handlers"])
+async def test_pool_misuse_is_a_500_not_a_503(handlers: bool, mysql_dsn: str) -> None:
+    # Using a connection after its release is a bug in the app, not the database being unavailable: no
+    # Retry-After, and the app's 500 path (its error reporting) sees it.
+    lifespan = mp.mysql_lifespan(mysql_dsn)
+    app = FastAPI(lifespan=lifespan)
+    if handlers:
+        mp.install_error_handlers(app)
+
+    async def use_a_released_connection(pool: mp.Pool) -> None:
+        async with pool.acquire() as conn:
+            pass
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+
+    @app.get("/handler")
+    async def handler(pool: mp.PoolDep) -> dict[str, str]:
+        await use_a_released_connection(pool)
+        return {"unreachable": "code"}
+
+    @app.get("/run")
+    async def run(pool: mp.PoolDep, run: mp.RunTransactionDep) -> dict[str, str]:
+        async def transaction(conn: aiomysql.Connection) -> None:
+            await use_a_released_connection(pool)
+
+        await run(transaction)
+        return {"unreachable": "code"}
+
+    async with serve(app) as client:
+        for path in ("/handler", "/run"):
+            response = await client.get(path)
+            assert response.status_code == 500, (path, response.text)
+            assert "retry-after" not in response.headers, path
+        assert in_use(lifespan) == 0
+
+
+# --------------------------------------------------------------------------- what is known of each route
+
+
+async def test_a_route_never_gets_the_read_routing_of_a_collected_route_with_its_id(
+    mysql_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whether a route also writes (so its reads go to its primary connection) is worked out once per route. An
+    # object's id() is reused once the object is collected, as routes are when a test's app is dropped: the
+    # allocator makes that collision at will; here every object gets one id, so it happens every time.
+    from fastapi_mysqlpool import _fastapi
+
+    monkeypatch.setattr(_fastapi, "id", lambda obj: 1, raising=False)
+
+    def app_with(path: str, writes: bool) -> FastAPI:
+        app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, replicas=mysql_dsn))
+        app.include_router(mp.pool_router)
+        if writes:
+
+            @app.get(path)
+            async def read_then_write(cur: mp.ReadCursorDep, conn: mp.ConnDep) -> None:
+                await cur.execute("SELECT 1")
+
+        else:
+
+            @app.get(path)
+            async def read(cur: mp.ReadCursorDep) -> None:
+                await cur.execute("SELECT 1")
+
+        return app
+
+    async def acquired(client: Any) -> dict[str, int]:
+        pools = (await client.get("/pool/stats")).json()["pools"]
+        return {name: stats["acquired_total"] for name, stats in pools.items()}
+
+    writer = app_with("/read-then-write", writes=True)
+    async with serve(writer) as client:
+        assert (await client.get("/read-then-write")).status_code == 200
+        assert await acquired(client) == {"default": 1, "default.replicas": 0}  # it writes: it reads where it writes
+    del writer
+    gc.collect()
+    reader = app_with("/read", writes=False)
+    async with serve(reader) as client:
+        assert (await client.get("/read")).status_code == 200
+        assert await acquired(client) == {"default": 0, "default.replicas": 1}
+
+
+async def test_overriding_get_pool_redirects_every_dependency_reads_included(
+    mysql_dsn: str, private_mysql_server: MySQLServer, make_pool: Any
+) -> None:
+    # The app reads on replicas; a test points get_pool at a pool of its own server, and then every dependency,
+    # the read ones too, must talk to that server only.
+    app = FastAPI(lifespan=mp.mysql_lifespan(mysql_dsn, replicas=mysql_dsn))
+    other = await make_pool(private_mysql_server.dsn, maxsize=2)
+
+    async def port_of(conn: aiomysql.Connection) -> int:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT @@port")
+            ((port,),) = await cursor.fetchall()
+        return int(port)
+
+    @app.get("/conn")
+    async def conn(conn: mp.ConnDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/cursor")
+    async def cursor(cursor: mp.CursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    @app.get("/dict-cursor")
+    async def dict_cursor(cursor: mp.DictCursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    @app.get("/transaction")
+    async def transaction(conn: mp.TransactionDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/run")
+    async def run(run: mp.RunTransactionDep) -> int:
+        return int(await run(port_of))
+
+    @app.get("/read-conn")
+    async def read_conn(conn: mp.ReadConnDep) -> int:
+        return await port_of(conn)
+
+    @app.get("/read-cursor")
+    async def read_cursor(cursor: mp.ReadCursorDep) -> int:
+        return await port_of(cursor.connection)
+
+    async def other_pool() -> mp.Pool:
+        return other
+
+    paths = ["/conn", "/cursor", "/dict-cursor", "/transaction", "/run", "/read-conn", "/read-cursor"]
+    async with serve(app) as client:
+        served = {path: (await client.get(path)).json() for path in paths}
+        assert set(served.values()) != {private_mysql_server.port}  # without the override: the app's own server
+        app.dependency_overrides[mp.get_pool] = other_pool
+        served = {path: (await client.get(path)).json() for path in paths}
+    assert served == dict.fromkeys(paths, private_mysql_server.port)
+    assert other.stats()["acquired_total"] == len(paths)

@@ -9,11 +9,13 @@ connection of its own. ``tests/_streaming_app.py`` is the app; each endpoint wri
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiomysql
 import httpx
 import pymysql
 import pytest
@@ -261,3 +263,56 @@ async def test_background_task_cannot_use_the_request_connection(
     state = await next_tight_state(http)
     assert state["in_transaction"] is False
     assert not committed(mysql_server, "borrowed")
+
+
+# --------------------------------------------------------------------------- generator endpoints in disguise
+
+
+def logged(endpoint: Callable[..., AsyncIterator[dict[str, int]]]) -> Callable[..., AsyncIterator[dict[str, int]]]:
+    """A decorator as apps write them: a plain function that calls the endpoint, with its signature."""
+
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[dict[str, int]]:
+        return endpoint(*args, **kwargs)
+
+    return wrapper
+
+
+async def _rows_while_streaming(pool: mp.Pool, conn: aiomysql.Connection) -> AsyncIterator[dict[str, int]]:
+    """Two items, each read on ``conn`` after the previous one was sent: the body uses its connection throughout."""
+    for _ in range(2):
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT CONNECTION_ID()")
+            ((connection_id,),) = await cursor.fetchall()
+        yield {"connection_id": int(connection_id), "in_use": int(pool.stats()["in_use"])}
+
+
+class Rows:
+    """A callable object whose ``__call__`` is the generator: FastAPI streams it like a generator function."""
+
+    async def __call__(self, pool: mp.PoolDep, conn: mp.ConnDep) -> AsyncIterator[dict[str, int]]:
+        async for row in _rows_while_streaming(pool, conn):
+            yield row
+
+
+@logged
+async def wrapped_rows(pool: mp.PoolDep, conn: mp.ConnDep) -> AsyncIterator[dict[str, int]]:
+    async for row in _rows_while_streaming(pool, conn):
+        yield row
+
+
+@pytest.mark.usefixtures("driver")
+@pytest.mark.parametrize("endpoint", [wrapped_rows, Rows()], ids=["functools.wraps", "callable object"])
+async def test_a_wrapped_or_object_generator_endpoint_keeps_its_connection_while_it_streams(
+    endpoint: Callable[..., Any], mysql_dsn: str
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=2)
+    app = FastAPI(lifespan=lifespan)
+    app.get("/rows")(endpoint)
+    async with serve(app) as client:
+        response = await client.get("/rows")
+        assert response.status_code == 200
+        rows = [json.loads(line) for line in response.text.splitlines()]
+        assert len(rows) == 2 and rows[0] == rows[1]  # both read on one connection, still lent to the stream
+        assert rows[0]["in_use"] == 1
+        assert lifespan.pool.stats()["in_use"] == 0  # and given back once the response was sent

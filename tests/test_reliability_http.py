@@ -187,7 +187,9 @@ async def test_http_2xx_always_means_committed_while_connections_are_killed(
         record_figure(request, "8-integrity-http", "non_2xx", len(bank.ambiguous), "transfers")
         assert kills > 10
         assert bank.ambiguous, "no transfer failed: the scenario tested nothing"
-        assert set(bank.errors) <= {"503"}, bank.errors
+        # 503: no connection, or one lost before the commit; 500: one lost during the commit, which may have
+        # committed (CommitOutcomeUnknown), so it is not a 503 that invites a retry.
+        assert set(bank.errors) <= {"503", "500"}, bank.errors
         bank.assert_books_balance(admin)
     finally:
         for table in ("accounts", "ledger"):
