@@ -160,6 +160,7 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
     # The writer that close() dropped (see `closing`).
     _closed_writer: Any = None
     interface_error = pymysql.err.InterfaceError
+    charset_by_name = staticmethod(charset_by_name)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,14 +196,6 @@ class Connection(PoolConnection, aiomysql.Connection):  # type: ignore[misc]
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self.charset, self.sql_mode, self.db, self.init_command)
-
-    def restore_charset(self, charset: str) -> None:
-        self._charset = charset
-        self._encoding = charset_by_name(charset).encoding
-
-    def handshake_names(self, charset: str) -> tuple[str, str]:
-        known = charset_by_name(charset)
-        return known.name, known.collation
 
     def unflag_session_change(self) -> None:
         self._status &= ~SERVER_SESSION_STATE_CHANGED  # not through the setter, which would mark the change

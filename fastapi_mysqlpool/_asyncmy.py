@@ -115,6 +115,7 @@ class Connection(PoolConnection, _Asyncmy):
     and a broken flag (see the module docstring)."""
 
     interface_error = errors.InterfaceError
+    charset_by_name = staticmethod(charset_by_name)
     _client_flag: int
     _stmt_cache: dict[Any, Any]
 
@@ -126,14 +127,6 @@ class Connection(PoolConnection, _Asyncmy):
 
     def opened_with(self) -> OpenedWith:
         return OpenedWith(self._charset, self._sql_mode, self._db, self._init_command)
-
-    def restore_charset(self, charset: str) -> None:
-        self._charset = charset
-        self._encoding = charset_by_name(charset).encoding
-
-    def handshake_names(self, charset: str) -> tuple[str, str]:
-        known = charset_by_name(charset)
-        return known.name, known.collation
 
     async def show_warnings(self) -> Any:
         # The cursor's SHOW WARNINGS after a statement with warnings: asyncmy reads it with a result that keeps

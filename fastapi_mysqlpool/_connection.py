@@ -150,14 +150,21 @@ class PoolConnection:
         """What the connection is set to now, from the driver's attributes."""
         raise NotImplementedError
 
+    @staticmethod
+    def charset_by_name(name: str) -> Any:
+        """The driver's entry for ``name`` in its table of character sets: name, collation, Python encoding."""
+        raise NotImplementedError
+
     def restore_charset(self, charset: str) -> None:
         """Take ``charset`` (which the session was just set to) as the one the driver encodes and decodes with."""
-        raise NotImplementedError
+        self._charset = charset
+        self._encoding = self.charset_by_name(charset).encoding
 
     def handshake_names(self, charset: str) -> tuple[str, str]:
         """The character set and collation the handshake set for ``charset``: the driver sends a collation id,
         which is not always ``charset``'s name on the server (PyMySQL sends utf8mb4's for ``'utf8'``)."""
-        raise NotImplementedError
+        known = self.charset_by_name(charset)
+        return known.name, known.collation
 
     def forget_server_state(self) -> None:
         """Drop what the driver keeps of server-side state that COM_RESET_CONNECTION ended (prepared statements)."""
