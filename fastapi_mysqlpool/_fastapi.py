@@ -16,9 +16,12 @@ How a request gets its connection, and why it is given back where it is:
 - A path operation written as a generator (JSON Lines, server-sent events, ``response_class=StreamingResponse``)
   is different: FastAPI only creates the generator before the function scope unwinds, and runs its body while
   the response streams. Its connection and cursor exits go on the request-scoped stack instead, which unwinds
-  once the response has been sent, so the body keeps the connection it was given. `get_transaction` refuses such
-  an endpoint: the status line is out before the body runs, so a commit after the body could no longer turn into
-  an error response. The body commits itself instead, and a failed commit aborts the stream.
+  once the response has been sent, so the body keeps the connection it was given. `get_transaction` refuses
+  such an endpoint: the status line is out before the body runs, so a commit after the body could no longer
+  turn into an error response. The body commits itself instead, and a failed commit aborts the stream.
+- So do the exits of a route where a request-scoped generator dependency of the user's depends on a
+  connection: FastAPI exits that dependency after the response, and its code after ``yield`` must still find
+  the connection its own. `get_transaction` still commits before the response there.
 - When no connection can be had (`PoolTimeout`, `TooManyWaiters`, `PoolClosed`, a connect error) the dependency
   raises ``HTTPException(503)`` with ``Retry-After``: FastAPI's own handling answers it, so there is nothing to
   install, and an app's custom ``HTTPException`` handler formats it like every other error.
@@ -31,6 +34,7 @@ How a request gets its connection, and why it is given back where it is:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -379,11 +383,22 @@ def _is_streaming(connection: HTTPConnection) -> bool:
 
 
 def _exit_stack(connection: HTTPConnection) -> AsyncExitStack:
-    """The exit stack for a dependency's exit. FastAPI's function-scoped one unwinds when the handler
-    returns, before the response is sent, and receives the handler's exception. A generator path operation
-    has not run yet at that point: its body is the response, so its exits wait for the request-scoped stack,
-    which unwinds once the response has been sent and receives the stream's exception."""
-    key = _REQUEST_STACK if _is_streaming(connection) else _FUNCTION_STACK
+    """The exit stack for a connection's release and a cursor's close. FastAPI's function-scoped one unwinds
+    when the handler returns, before the response is sent, and receives the handler's exception. Two kinds of
+    route need the connection longer, and get the request-scoped stack, which unwinds once the response has been
+    sent and receives the exception of the handler or of the stream:
+
+    - a generator path operation, which has not run yet when the function scope unwinds: its body is the
+      response;
+    - a route where a request-scoped generator dependency (a ``yield`` dependency of the default scope) depends
+      on the connection: FastAPI exits it once the response has been sent, after the function scope, and a
+      dependency's exit must still find its own dependencies' values alive, as FastAPI's own scopes promise."""
+    facts = _route_facts(connection)
+    later = _is_streaming(connection) if facts is None else facts.exits_after_response
+    return _stack(connection, _REQUEST_STACK if later else _FUNCTION_STACK)
+
+
+def _stack(connection: HTTPConnection, key: str) -> AsyncExitStack:
     stack = connection.scope.get(key)
     if not isinstance(stack, AsyncExitStack):
         raise RuntimeError(
@@ -465,48 +480,88 @@ async def _acquire_for(connection: HTTPConnection, pool: Pool) -> aiomysql.Conne
     return conn
 
 
-def _calls(dependant: Any) -> set[Any]:
-    found = {dependant.call}
-    for sub in dependant.dependencies:
-        found |= _calls(sub)
-    return found
-
-
 def _writes(connection: HTTPConnection, write_calls: set[Callable[..., Any]]) -> bool:
     """Whether the request's route also holds a write dependency of the same pool (connection, cursor,
     transaction), so its reads must go where its writes go."""
-    route = connection.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return False
-    return not _route_calls(route, dependant).isdisjoint(write_calls)
+    facts = _route_facts(connection)
+    return facts is not None and not facts.calls.isdisjoint(write_calls)
 
 
-# The dependency callables of each route, computed once per route. Keyed by id(): FastAPI's routes and dependants
+# Every dependency of ours that holds a connection or a cursor until an exit, of every named pool.
+_HOLDING_CALLS: set[Callable[..., Any]] = set()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RouteFacts:
+    """What the dependencies need to know of a route's dependency tree, worked out once per route."""
+
+    calls: frozenset[Any]  # every dependency callable in the tree
+    # The route streams (a generator path operation), or a request-scoped generator dependency depends on a
+    # connection of ours: its connections are released once the response has been sent (see `_exit_stack`).
+    exits_after_response: bool
+
+
+def _is_request_scoped_generator(dependant: Any) -> bool:
+    """A dependency FastAPI exits once the response has been sent: a generator not declared
+    ``scope="function"``."""
+    return getattr(dependant, "scope", None) != "function" and _is_generator_callable(dependant.call)
+
+
+def _facts_of(route: Any, dependant: Any) -> _RouteFacts:
+    calls: set[Any] = set()
+    held_past_function = False
+
+    def walk(node: Any, *, under_request_generator: bool) -> bool:
+        """Collects the calls below ``node``; whether it or a dependency of it holds a connection of ours."""
+        nonlocal held_past_function
+        calls.add(node.call)
+        below = under_request_generator or _is_request_scoped_generator(node)
+        holds = node.call in _HOLDING_CALLS
+        for sub in node.dependencies:
+            holds = walk(sub, under_request_generator=below) or holds
+        if holds and under_request_generator:
+            held_past_function = True
+        return holds
+
+    for sub in dependant.dependencies:  # the root is the path operation, told apart by `_streams`
+        walk(sub, under_request_generator=False)
+    endpoint = getattr(route, "endpoint", None)
+    try:
+        streams = endpoint is not None and _streams(endpoint)
+    except TypeError:  # an endpoint object that cannot be hashed, so not cached
+        streams = _streams.__wrapped__(endpoint)
+    return _RouteFacts(frozenset(calls), streams or held_past_function)
+
+
+# The facts of each route, computed once per route. Keyed by id(): FastAPI's routes and dependants
 # are not hashable. An id is reused once its object is collected (an app dropped and another one made, as tests
 # do), so each entry holds a weak reference to its route and serves that very object only; the reference's
 # callback drops the entry when the route goes.
-_ROUTE_CALLS: dict[int, tuple[weakref.ref[Any], frozenset[Any]]] = {}
+_ROUTE_FACTS: dict[int, tuple[weakref.ref[Any], _RouteFacts]] = {}
 
 
-def _route_calls(route: Any, dependant: Any) -> frozenset[Any]:
+def _route_facts(connection: HTTPConnection) -> _RouteFacts | None:
+    route = connection.scope.get("route")
     key = id(route)
-    entry = _ROUTE_CALLS.get(key)
+    entry = _ROUTE_FACTS.get(key)
     if entry is not None and entry[0]() is route:
         return entry[1]
-    calls = frozenset(_calls(dependant))
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    facts = _facts_of(route, dependant)
     try:
         ref = weakref.ref(route, functools.partial(_forget_route, key))
     except TypeError:  # a route class without weak references: worked out on every request
-        return calls
-    _ROUTE_CALLS[key] = (ref, calls)
-    return calls
+        return facts
+    _ROUTE_FACTS[key] = (ref, facts)
+    return facts
 
 
 def _forget_route(key: int, ref: weakref.ref[Any]) -> None:
-    entry = _ROUTE_CALLS.get(key)
+    entry = _ROUTE_FACTS.get(key)
     if entry is not None and entry[0] is ref:  # the entry this reference was made for, not a later one
-        del _ROUTE_CALLS[key]
+        del _ROUTE_FACTS[key]
 
 
 class PoolDependencies:
@@ -514,7 +569,8 @@ class PoolDependencies:
 
     - ``get_pool``: the `Pool` itself.
     - ``get_conn``: a connection, held until the handler returns; for a generator path operation (a streaming
-      body), until the response has been sent.
+      body), or on a route where a default-scope ``yield`` dependency depends on it, until the response has been
+      sent.
     - ``get_cursor`` / ``get_dict_cursor``: a cursor (tuples / dicts) on that connection.
     - ``get_transaction``: that connection inside a transaction, committed before the response is sent and
       rolled back when the handler raises (``HTTPException`` included). Refuses a generator path operation,
@@ -671,7 +727,9 @@ class PoolDependencies:
                     "of the body, where a failed commit aborts the stream: await conn.begin() ... yield ... "
                     "await conn.commit(). See 'Streaming from the database' in fastapi_mysqlpool's FastAPI docs."
                 )
-            stack = _exit_stack(connection)
+            # Always on the function-scoped stack: committed before the response is sent, whatever holds the
+            # connection longer (see `_exit_stack`).
+            stack = _stack(connection, _FUNCTION_STACK)
             await conn.begin()
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
@@ -705,6 +763,7 @@ class PoolDependencies:
             "get_read_cursor": get_read_cursor,
         }
         write_calls.update((get_conn, get_cursor, get_dict_cursor, get_transaction))
+        _HOLDING_CALLS.update(write_calls, (get_read_conn, get_read_cursor))
         for attribute, fn in dependencies.items():
             fn.__name__ = attribute
             fn.__qualname__ = f"pool_dependencies({name!r}).{attribute}"

@@ -859,3 +859,99 @@ async def test_overriding_get_pool_redirects_every_dependency_reads_included(
         served = {path: (await client.get(path)).json() for path in paths}
     assert served == dict.fromkeys(paths, private_mysql_server.port)
     assert other.stats()["acquired_total"] == len(paths)
+
+
+# --------------------------------------------------------------------------- the user's own yield dependencies
+
+
+async def test_a_request_scoped_yield_dependency_commits_after_the_yield_on_a_connection_still_its_own(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    """FastAPI runs a default-scope generator's exit once the response has been sent, and a dependency's own
+    dependencies are exited after it: the connection it was given must still be its own when it commits."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    in_use_after_yield: list[int] = []
+
+    async def unit_of_work(conn: mp.ConnDep, cursor: mp.CursorDep) -> AsyncIterator[aiomysql.Cursor]:
+        await conn.begin()
+        try:
+            yield cursor
+        except Exception:
+            await conn.rollback()
+            raise
+        in_use_after_yield.append(in_use(lifespan))
+        await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('after the yield')")
+        await conn.commit()
+
+    @app.post("/notes")
+    async def add(text: str, cursor: aiomysql.Cursor = Depends(unit_of_work)) -> dict[str, Any]:  # noqa: B008
+        await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        if text == "fails":
+            raise HTTPException(409)
+        return {"text": text}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "kept"})).status_code == 200
+        await until(lambda: in_use(lifespan) == 0)
+        assert in_use_after_yield == [1]
+        assert note_texts(admin) == ["kept", "after the yield"]
+        assert (await client.post("/notes", params={"text": "fails"})).status_code == 409
+        await until(lambda: in_use(lifespan) == 0)
+        assert note_texts(admin) == ["kept", "after the yield"]  # rolled back in the dependency's except
+        assert lifespan.pool.stats()["closed_total"]["broken"] == 0
+
+
+async def test_a_function_scoped_yield_dependency_commits_before_the_response(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+
+    async def unit_of_work(conn: mp.ConnDep) -> AsyncIterator[aiomysql.Connection]:
+        await conn.begin()
+        yield conn
+        await conn.commit()
+
+    @app.post("/notes")
+    async def add(
+        text: str,
+        conn: aiomysql.Connection = Depends(unit_of_work, scope="function"),  # noqa: B008
+    ) -> dict[str, Any]:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        return {"text": text}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "kept"})).status_code == 200
+        # Committed as soon as the client has its answer, and the connection is back.
+        assert note_texts(admin) == ["kept"]
+        assert in_use(lifespan) == 0
+
+
+async def test_get_transaction_commits_before_the_response_under_a_request_scoped_yield_dependency(
+    mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    """The commit stays before the response (a failed one is never a 2xx); the connection stays the
+    dependency's until its exit, which FastAPI runs once the response has been sent."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    after_yield: list[tuple[int, list[str]]] = []
+
+    async def repository(conn: mp.TransactionDep) -> AsyncIterator[aiomysql.Connection]:
+        yield conn
+        after_yield.append((in_use(lifespan), note_texts(admin)))
+
+    @app.post("/notes")
+    async def add(text: str, conn: aiomysql.Connection = Depends(repository)) -> dict[str, Any]:  # noqa: B008
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES (%s)", (text,))
+        return {"text": text}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"text": "kept"})).status_code == 200
+        await until(lambda: in_use(lifespan) == 0)
+        assert after_yield == [(1, ["kept"])]
+        assert (await client.post("/notes", params={"text": "kept"})).status_code == 500  # the duplicate
+        await until(lambda: in_use(lifespan) == 0)
+    assert note_texts(admin) == ["kept"]
