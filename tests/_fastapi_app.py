@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import aiomysql
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 import fastapi_mysqlpool as mp
@@ -53,6 +53,26 @@ async def tight_sleep(seconds: float, conn: Annotated[aiomysql.Connection, Depen
     async with conn.cursor() as cursor:
         await cursor.execute("SELECT SLEEP(%s)", (seconds,))
     return {"slept": seconds}
+
+
+@app.websocket("/ws/echo")
+async def websocket_echo(websocket: WebSocket, cursor: mp.CursorDep) -> None:
+    """One connection for the whole WebSocket session: each text message is selected back."""
+    await websocket.accept()
+    try:
+        async for message in websocket.iter_text():
+            await cursor.execute("SELECT %s", (message,))
+            (row,) = await cursor.fetchall()
+            await websocket.send_text(str(row[0]))
+    except WebSocketDisconnect:
+        pass
+
+
+@app.websocket("/ws/tight")
+async def websocket_tight(websocket: WebSocket, conn: Annotated[aiomysql.Connection, Depends(tight.get_conn)]) -> None:
+    await websocket.accept()
+    await websocket.send_text("connected")
+    await websocket.close()
 
 
 @app.get("/stream")

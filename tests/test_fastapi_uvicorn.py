@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pymysql
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from fastapi_mysqlpool.testing import ExternalServer, MySQLServer
 from tests._fastapi_support import closed_port
@@ -136,6 +138,43 @@ async def test_exhausted_pool_answers_503_with_retry_after(base_url: str) -> Non
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert reason in response.json()["detail"]
+
+
+def websocket_url(base_url: str, path: str) -> str:
+    return "ws" + base_url.removeprefix("http") + path
+
+
+async def test_a_websocket_holds_one_connection_for_its_session_and_gives_it_back_when_it_ends(
+    base_url: str,
+) -> None:
+    async with client(base_url) as http:
+        for ending in ("close", "abort"):
+            async with ws_connect(websocket_url(base_url, "/ws/echo"), open_timeout=CLIENT_TIMEOUT) as websocket:
+                ids = []
+                for text in ("one", "two", "three"):
+                    await websocket.send(text)
+                    assert await asyncio.wait_for(websocket.recv(), CLIENT_TIMEOUT) == text
+                    ids.append((await pool_stats(http, "default"))["in_use"])
+                assert ids == [1, 1, 1]  # the session's one connection, held between messages
+                if ending == "abort":  # the client goes away without a closing handshake
+                    websocket.transport.abort()
+            await wait_for_stats(http, "default", "in_use", 0)
+        assert (await pool_stats(http, "default"))["closed_total"]["broken"] == 0
+        await assert_echoes_are_correct(http, 5)
+
+
+async def test_a_websocket_that_gets_no_connection_is_denied_with_503(base_url: str) -> None:
+    async with client(base_url) as http, client(base_url) as watcher:
+        holder = asyncio.ensure_future(http.get("/tight/sleep", params={"seconds": 1}))
+        await wait_for_stats(watcher, "tight", "in_use", 1)
+        with pytest.raises(InvalidStatus) as denied:
+            async with ws_connect(websocket_url(base_url, "/ws/tight"), open_timeout=CLIENT_TIMEOUT):
+                pass
+        assert (await holder).status_code == 200
+        assert denied.value.response.status_code == 503
+        assert denied.value.response.headers["retry-after"] == "1"
+        async with ws_connect(websocket_url(base_url, "/ws/tight"), open_timeout=CLIENT_TIMEOUT) as websocket:
+            assert await asyncio.wait_for(websocket.recv(), CLIENT_TIMEOUT) == "connected"
 
 
 async def test_health_is_503_within_its_bound_when_blackholed_and_recovers(
