@@ -71,7 +71,8 @@ class PoolOptions:
     open_timeout: float = _opt(
         10.0,
         "Seconds `create_pool` waits for `minsize` connections before it fails; a connect still waiting then is cut "
-        "short, whatever `connect_timeout`.",
+        "short, whatever `connect_timeout`. With several hosts, each host left to try gets an even share of the "
+        "time left.",
         "> 0",
         _positive,
     )

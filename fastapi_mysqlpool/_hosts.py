@@ -247,7 +247,7 @@ class HostSet:
     ) -> aiomysql.Connection:
         """A connection to a host that serves the pool's role; each host's attempt bounded by ``timeout``, and
         every wait by ``deadline`` (`time.monotonic`) too: create_pool's ``open_timeout`` holds whatever the
-        ``connect_timeout``."""
+        ``connect_timeout``, shared among the hosts left to try."""
 
         def bound() -> float:
             return min(timeout, deadline - time.monotonic())
@@ -265,11 +265,19 @@ class HostSet:
         last: BaseException | None = None
         # A primary found while looking for a replica is kept aside: it serves only if no replica does.
         spare: tuple[aiomysql.Connection, Host, ServerRole] | None = None
+        candidates = self.candidates(now)
         try:
-            for host, _ in self.candidates(now):
+            for tried, (host, _) in enumerate(candidates):
+                # Under a deadline (create_pool's open_timeout) each host left to try gets an even share of the
+                # time left, so that one that never answers cannot use up the time of the hosts after it; and a
+                # host is never judged on an attempt it had no time for.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 try:
                     conn, role = await asyncio.wait_for(
-                        self._probe_connect(opener, statement_time, host, opened), bound()
+                        self._probe_connect(opener, statement_time, host, opened),
+                        min(timeout, left / (len(candidates) - tried)),
                     )
                 except Exception as exc:
                     if not _connect_failure(exc):

@@ -148,3 +148,35 @@ async def test_open_timeout_bounds_create_pool_even_when_one_connect_may_take_lo
     assert "could not open 2 connection(s) within 0.5 s (open_timeout); last error" in str(info.value)
     assert "connect timed out at open_timeout=0.5 s" in str(info.value)
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_host_that_never_answers_leaves_open_timeout_to_the_hosts_after_it(
+    driver: str, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    """Several hosts: open_timeout is shared among the hosts left to try, so the one listed first, which
+    accepts the TCP connection and then never answers, cannot use it all up before the one that serves."""
+    proxy.blackhole()
+    hosts = [(proxy.host, proxy.port), (mysql_server.host, mysql_server.port)]
+    started = time.monotonic()
+    async with mp.create_pool(dsn=mysql_server.dsn, host=hosts, minsize=2, connect_timeout=10, open_timeout=2) as pool:
+        assert time.monotonic() - started < 8  # only a hang fails here; 10 s is the connect_timeout
+        async with pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute("SELECT @@port")
+            assert (await cursor.fetchone())[0] == mysql_server.port
+        states = {h["host"]: h["state"] for h in pool.stats()["hosts"]}
+    assert states == {f"{proxy.host}:{proxy.port}": "down", f"{mysql_server.host}:{mysql_server.port}": "up"}
+
+
+async def test_every_host_is_tried_before_open_timeout_fails_create_pool(
+    driver: str, mysql_server: MySQLServer | ExternalServer, proxy: FaultProxy
+) -> None:
+    with FaultProxy(mysql_server.host, mysql_server.port) as second:
+        for silent in (proxy, second):
+            silent.blackhole()
+        hosts = [(proxy.host, proxy.port), (second.host, second.port)]
+        with pytest.raises(mp.PoolTimeout) as info:
+            await mp.create_pool(dsn=mysql_server.dsn, host=hosts, minsize=1, connect_timeout=10, open_timeout=1)
+        # Neither host is reported down without an attempt of its own.
+        assert proxy.total_connections >= 1
+        assert second.total_connections >= 1
+    assert "within 1 s (open_timeout)" in str(info.value)
