@@ -148,6 +148,7 @@ async def test_a_websocket_holds_one_connection_for_its_session_and_gives_it_bac
     base_url: str,
 ) -> None:
     async with client(base_url) as http:
+        broken = (await pool_stats(http, "default"))["closed_total"]["broken"]  # the app serves the module's tests
         for ending in ("close", "abort"):
             async with ws_connect(websocket_url(base_url, "/ws/echo"), open_timeout=CLIENT_TIMEOUT) as websocket:
                 ids = []
@@ -159,7 +160,7 @@ async def test_a_websocket_holds_one_connection_for_its_session_and_gives_it_bac
                 if ending == "abort":  # the client goes away without a closing handshake
                     websocket.transport.abort()
             await wait_for_stats(http, "default", "in_use", 0)
-        assert (await pool_stats(http, "default"))["closed_total"]["broken"] == 0
+        assert (await pool_stats(http, "default"))["closed_total"]["broken"] == broken
         await assert_echoes_are_correct(http, 5)
 
 
