@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import aiomysql
 import pymysql
 import pytest
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -955,3 +955,105 @@ async def test_get_transaction_commits_before_the_response_under_a_request_scope
         assert (await client.post("/notes", params={"text": "kept"})).status_code == 500  # the duplicate
         await until(lambda: in_use(lifespan) == 0)
     assert note_texts(admin) == ["kept"]
+
+
+def connection_keeper(lifespan: mp.MySQLLifespan, after_yield: list[Any]) -> Callable[..., Any]:
+    """A default-scope yield dependency that runs a statement after its ``yield``, and records the connections in
+    use then, or the error of a connection that was no longer its own."""
+
+    async def keeper(conn: mp.ConnDep) -> AsyncIterator[aiomysql.Connection]:
+        yield conn
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute("SELECT 1")
+        except Exception as exc:
+            after_yield.append(type(exc).__name__)
+            raise
+        after_yield.append(in_use(lifespan))
+
+    return keeper
+
+
+async def test_a_yield_dependency_added_by_include_router_keeps_the_connection_of_that_inclusion_only(
+    mysql_dsn: str,
+) -> None:
+    """FastAPI runs a route of an included router with the dependency tree of that inclusion: its own, and those
+    of ``include_router(dependencies=...)``. One router included twice is two such trees for one route."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    after_yield: list[Any] = []
+    in_use_while_sending: list[int] = []
+
+    class RecordingResponse(JSONResponse):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            in_use_while_sending.append(in_use(lifespan))
+            await super().__call__(scope, receive, send)
+
+    router = APIRouter()
+
+    @router.get("/select", response_class=RecordingResponse)
+    async def select(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {}
+
+    app.include_router(router, prefix="/plain")
+    app.include_router(router, prefix="/kept", dependencies=[Depends(connection_keeper(lifespan, after_yield))])
+    async with serve(app) as client:
+        for path in ("/plain/select", "/kept/select", "/plain/select", "/kept/select"):
+            assert (await client.get(path)).status_code == 200, path
+            await until(lambda: in_use(lifespan) == 0)
+        assert lifespan.pool.stats()["closed_total"]["broken"] == 0
+    assert after_yield == [1, 1]
+    assert in_use_while_sending == [0, 1, 0, 1]  # without the dependency, given back before the response
+
+
+async def test_a_yield_dependency_of_the_app_keeps_the_connection_on_the_routes_of_an_included_router(
+    mysql_dsn: str,
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    after_yield: list[Any] = []
+    app = FastAPI(lifespan=lifespan, dependencies=[Depends(connection_keeper(lifespan, after_yield))])
+    router = APIRouter(prefix="/router")
+
+    @router.get("/")
+    async def routed(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {}
+
+    @app.get("/")
+    async def direct() -> dict[str, Any]:
+        return {}
+
+    app.include_router(router)
+    async with serve(app) as client:
+        for path in ("/", "/router/"):
+            assert (await client.get(path)).status_code == 200, path
+            await until(lambda: in_use(lifespan) == 0)
+    assert after_yield == [1, 1]
+
+
+async def test_an_override_that_holds_the_connection_across_a_yield_keeps_it_until_its_exit(mysql_dsn: str) -> None:
+    """``app.dependency_overrides`` puts the overriding dependency's tree in place of the overridden one's: a plain
+    dependency overridden by a yield dependency (a test's, which inspects the connection afterwards) holds it."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    after_yield: list[Any] = []
+
+    async def repository(conn: mp.ConnDep) -> aiomysql.Connection:
+        return conn
+
+    @app.get("/")
+    async def endpoint(conn: aiomysql.Connection = Depends(repository)) -> dict[str, Any]:  # noqa: B008
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+        return {}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200  # the route's own tree, worked out first
+        app.dependency_overrides[repository] = connection_keeper(lifespan, after_yield)
+        assert (await client.get("/")).status_code == 200
+        await until(lambda: in_use(lifespan) == 0)
+        app.dependency_overrides.clear()
+        assert (await client.get("/")).status_code == 200
+        assert in_use(lifespan) == 0
+    assert after_yield == [1]
