@@ -110,6 +110,12 @@ DEFAULT_POOL = "default"
 REPLICAS_SUFFIX = ".replicas"
 # Where the request's primary connection of a pool is kept, so that reads of a handler that also writes share it.
 _HELD = "mysqlpool.held."
+# Where it is noted that `get_transaction` began the transaction on that connection. FastAPI calls a dependency
+# once per request for each cache key, and the key has the scope it was declared with (``Depends(...,
+# scope="function")`` and ``mp.TransactionDep`` are two), and ``use_cache=False`` opts out: a second call must
+# join the transaction, since a second BEGIN would commit what the request wrote before it, out of reach of the
+# rollback.
+_IN_TRANSACTION = "mysqlpool.transaction."
 # Where the lifespan keeps each pool's `ReadYourWrites`, in the lifespan state.
 _RYW_KEY = "mysqlpool_read_your_writes"
 #: Seconds a client is asked to wait before retrying a 503 (``Retry-After``).
@@ -646,6 +652,7 @@ class PoolDependencies:
     def __init__(self, name: str) -> None:
         self.name = name
         held_key = _HELD + name
+        transaction_key = _IN_TRANSACTION + name
         # Filled in below: the dependencies that mean "this handler writes", for `_writes`.
         write_calls: set[Callable[..., Any]] = set()
 
@@ -767,10 +774,13 @@ class PoolDependencies:
                     "of the body, where a failed commit aborts the stream: await conn.begin() ... yield ... "
                     "await conn.commit(). See 'Streaming from the database' in fastapi_mysqlpool's FastAPI docs."
                 )
+            if connection.scope.get(transaction_key) is conn:
+                return conn  # begun by an earlier call of this request, and ended once (see _IN_TRANSACTION)
             # Always on the function-scoped stack: committed before the response is sent, whatever holds the
             # connection longer (see `_exit_stack`).
             stack = _stack(connection, _FUNCTION_STACK)
             await conn.begin()
+            connection.scope[transaction_key] = conn
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
 

@@ -1057,3 +1057,43 @@ async def test_an_override_that_holds_the_connection_across_a_yield_keeps_it_unt
         assert (await client.get("/")).status_code == 200
         assert in_use(lifespan) == 0
     assert after_yield == [1]
+
+
+@pytest.mark.parametrize(
+    "again",
+    [Depends(mp.get_transaction, use_cache=False), Depends(mp.get_transaction, scope="function")],
+    ids=["use_cache=False", "scope=function"],
+)
+async def test_get_transaction_asked_for_twice_in_a_request_is_one_transaction(
+    again: Any, mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    """FastAPI calls a dependency again for another cache key (its declared scope is part of it) or without the
+    cache: the second call must not BEGIN again, which would commit what the request wrote before it."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+
+    async def add_note(conn: mp.TransactionDep) -> aiomysql.Connection:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('written by a dependency')")
+        return conn
+
+    async def joins(conn: aiomysql.Connection = again) -> aiomysql.Connection:
+        return conn
+
+    @app.post("/notes")
+    async def add(
+        fail: bool,
+        first: aiomysql.Connection = Depends(add_note),  # noqa: B008
+        second: aiomysql.Connection = Depends(joins),  # noqa: B008
+    ) -> dict[str, Any]:
+        assert first is second
+        if fail:
+            raise HTTPException(409)
+        return {}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"fail": True})).status_code == 409
+        assert note_texts(admin) == []  # rolled back, all of it
+        assert (await client.post("/notes", params={"fail": False})).status_code == 200
+        assert note_texts(admin) == ["written by a dependency"]
+        assert in_use(lifespan) == 0
