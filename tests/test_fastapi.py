@@ -19,6 +19,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -1097,3 +1098,30 @@ async def test_get_transaction_asked_for_twice_in_a_request_is_one_transaction(
         assert (await client.post("/notes", params={"fail": False})).status_code == 200
         assert note_texts(admin) == ["written by a dependency"]
         assert in_use(lifespan) == 0
+
+
+@pytest.mark.parametrize("scope", ["request", "function"])
+async def test_background_tasks_run_before_a_default_scope_yield_dependency_gives_the_connection_back(
+    scope: str, mysql_dsn: str
+) -> None:
+    """FastAPI runs a response's background tasks as part of sending it, and exits default-scope dependencies
+    after that: a task that acquires needs a connection besides the one such a dependency holds (see 'Your own
+    yield dependencies' in docs/fastapi.md). Declared ``scope="function"``, the dependency has given it back."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=2)
+    app = FastAPI(lifespan=lifespan)
+    in_use_in_task: list[int] = []
+
+    async def holder(conn: mp.ConnDep) -> AsyncIterator[aiomysql.Connection]:
+        yield conn
+
+    async def task() -> None:
+        in_use_in_task.append(in_use(lifespan))
+
+    @app.get("/")
+    async def endpoint(conn: aiomysql.Connection = Depends(holder, scope=scope)) -> Response:  # noqa: B008
+        return JSONResponse({}, background=BackgroundTask(task))
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200
+        assert in_use(lifespan) == 0
+    assert in_use_in_task == [1 if scope == "request" else 0]
