@@ -47,6 +47,7 @@ from typing import Annotated, Any
 import aiomysql
 import anyio
 from fastapi import Depends, HTTPException
+from fastapi.dependencies.utils import get_dependant
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -109,6 +110,12 @@ DEFAULT_POOL = "default"
 REPLICAS_SUFFIX = ".replicas"
 # Where the request's primary connection of a pool is kept, so that reads of a handler that also writes share it.
 _HELD = "mysqlpool.held."
+# Where it is noted that `get_transaction` began the transaction on that connection. FastAPI calls a dependency
+# once per request for each cache key, and the key has the scope it was declared with (``Depends(...,
+# scope="function")`` and ``mp.TransactionDep`` are two), and ``use_cache=False`` opts out: a second call must
+# join the transaction, since a second BEGIN would commit what the request wrote before it, out of reach of the
+# rollback.
+_IN_TRANSACTION = "mysqlpool.transaction."
 # Where the lifespan keeps each pool's `ReadYourWrites`, in the lifespan state.
 _RYW_KEY = "mysqlpool_read_your_writes"
 #: Seconds a client is asked to wait before retrying a 503 (``Retry-After``).
@@ -392,7 +399,9 @@ def _exit_stack(connection: HTTPConnection) -> AsyncExitStack:
       response;
     - a route where a request-scoped generator dependency (a ``yield`` dependency of the default scope) depends
       on the connection: FastAPI exits it once the response has been sent, after the function scope, and a
-      dependency's exit must still find its own dependencies' values alive, as FastAPI's own scopes promise."""
+      dependency's exit must still find its own dependencies' values alive, as FastAPI's own scopes promise. The
+      tree is the one FastAPI solves (see `_route_facts`): with the dependencies of the app and of the routers
+      the route was included through, and with the app's ``dependency_overrides`` in place."""
     facts = _route_facts(connection)
     later = _is_streaming(connection) if facts is None else facts.exits_after_response
     return _stack(connection, _REQUEST_STACK if later else _FUNCTION_STACK)
@@ -499,6 +508,9 @@ class _RouteFacts:
     # The route streams (a generator path operation), or a request-scoped generator dependency depends on a
     # connection of ours: its connections are released once the response has been sent (see `_exit_stack`).
     exits_after_response: bool
+    # What holds the route's ``dependency_overrides`` (the app), or None. While it has any, FastAPI solves the
+    # tree of each overriding callable in place of the one it overrides, so the facts are those of that tree.
+    overrides_provider: Any = None
 
 
 def _is_request_scoped_generator(dependant: Any) -> bool:
@@ -507,13 +519,20 @@ def _is_request_scoped_generator(dependant: Any) -> bool:
     return getattr(dependant, "scope", None) != "function" and _is_generator_callable(dependant.call)
 
 
-def _facts_of(route: Any, dependant: Any) -> _RouteFacts:
+def _facts_of(route: Any, dependant: Any, overrides: Mapping[Any, Any]) -> _RouteFacts:
+    """The facts of the tree FastAPI solves: ``dependant``'s, with each call in ``overrides`` replaced by its
+    override and that one's own dependencies, as `fastapi.dependencies.utils.solve_dependencies` does (keeping
+    the scope the overridden dependency was declared with)."""
     calls: set[Any] = set()
     held_past_function = False
 
     def walk(node: Any, *, under_request_generator: bool) -> bool:
         """Collects the calls below ``node``; whether it or a dependency of it holds a connection of ours."""
         nonlocal held_past_function
+        if overrides:
+            override = overrides.get(node.call, node.call)
+            if override is not node.call:
+                node = get_dependant(path=node.path, call=override, name=node.name, scope=node.scope)
         calls.add(node.call)
         below = under_request_generator or _is_request_scoped_generator(node)
         holds = node.call in _HOLDING_CALLS
@@ -530,7 +549,8 @@ def _facts_of(route: Any, dependant: Any) -> _RouteFacts:
         streams = endpoint is not None and _streams(endpoint)
     except TypeError:  # an endpoint object that cannot be hashed, so not cached
         streams = _streams.__wrapped__(endpoint)
-    return _RouteFacts(frozenset(calls), streams or held_past_function)
+    provider = getattr(route, "dependency_overrides_provider", None)
+    return _RouteFacts(frozenset(calls), streams or held_past_function, provider)
 
 
 # The facts of each route, computed once per route. Keyed by id(): FastAPI's routes and dependants
@@ -538,24 +558,50 @@ def _facts_of(route: Any, dependant: Any) -> _RouteFacts:
 # do), so each entry holds a weak reference to its route and serves that very object only; the reference's
 # callback drops the entry when the route goes.
 _ROUTE_FACTS: dict[int, tuple[weakref.ref[Any], _RouteFacts]] = {}
+# Where FastAPI keeps its own state of a request in the ASGI scope, and in it, for a route of an included
+# APIRouter, the route as that inclusion made it: its dependency tree has the dependencies of the routers it was
+# included through, of ``include_router(..., dependencies=...)`` and of the app too, which the route's own
+# ``dependant`` lacks, and one router included twice makes two of them for one route.
+_FASTAPI_STATE = "fastapi"
+_INCLUDED_ROUTE = "effective_route_context"
+# Where the facts of a request's route are kept while ``dependency_overrides`` change them: each of the request's
+# dependencies asks, and one walk of the overridden tree serves them all.
+_OVERRIDDEN_FACTS = "mysqlpool.route_facts"
+_NO_STATE: Mapping[str, Any] = {}
 
 
 def _route_facts(connection: HTTPConnection) -> _RouteFacts | None:
-    route = connection.scope.get("route")
+    scope = connection.scope
+    route: Any = scope.get("route")
+    included = scope.get(_FASTAPI_STATE, _NO_STATE).get(_INCLUDED_ROUTE)
+    if included is not None and getattr(included, "original_route", None) is route:
+        route = included  # what FastAPI solves for this request: the route as included
     key = id(route)
     entry = _ROUTE_FACTS.get(key)
     if entry is not None and entry[0]() is route:
-        return entry[1]
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return None
-    facts = _facts_of(route, dependant)
-    try:
-        ref = weakref.ref(route, functools.partial(_forget_route, key))
-    except TypeError:  # a route class without weak references: worked out on every request
+        facts = entry[1]
+    else:
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            return None
+        facts = _facts_of(route, dependant, _NO_STATE)
+        try:
+            ref = weakref.ref(route, functools.partial(_forget_route, key))
+        except TypeError:  # a route class without weak references: worked out on every request
+            pass
+        else:
+            _ROUTE_FACTS[key] = (ref, facts)
+    provider = facts.overrides_provider
+    # Read on every request, as FastAPI reads it: a test sets, clears or replaces the overrides between requests.
+    overrides: Mapping[Any, Any] | None = provider.dependency_overrides if provider is not None else None
+    if not overrides:
         return facts
-    _ROUTE_FACTS[key] = (ref, facts)
-    return facts
+    kept: tuple[Any, _RouteFacts] | None = scope.get(_OVERRIDDEN_FACTS)
+    if kept is not None and kept[0] is route:
+        return kept[1]
+    overridden = _facts_of(route, route.dependant, overrides)
+    scope[_OVERRIDDEN_FACTS] = (route, overridden)
+    return overridden
 
 
 def _forget_route(key: int, ref: weakref.ref[Any]) -> None:
@@ -606,6 +652,7 @@ class PoolDependencies:
     def __init__(self, name: str) -> None:
         self.name = name
         held_key = _HELD + name
+        transaction_key = _IN_TRANSACTION + name
         # Filled in below: the dependencies that mean "this handler writes", for `_writes`.
         write_calls: set[Callable[..., Any]] = set()
 
@@ -727,10 +774,13 @@ class PoolDependencies:
                     "of the body, where a failed commit aborts the stream: await conn.begin() ... yield ... "
                     "await conn.commit(). See 'Streaming from the database' in fastapi_mysqlpool's FastAPI docs."
                 )
+            if connection.scope.get(transaction_key) is conn:
+                return conn  # begun by an earlier call of this request, and ended once (see _IN_TRANSACTION)
             # Always on the function-scoped stack: committed before the response is sent, whatever holds the
             # connection longer (see `_exit_stack`).
             stack = _stack(connection, _FUNCTION_STACK)
             await conn.begin()
+            connection.scope[transaction_key] = conn
             stack.push_async_exit(_Transaction(conn).end)  # ended before the connection goes back
             return conn
 

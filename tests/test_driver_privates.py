@@ -2,10 +2,11 @@
 
 The driver modules (``_aiomysql.py``, ``_asyncmy.py``) subclass the drivers' connection and result classes,
 override some of their private methods and read some of their private state; ``_fastapi.py`` reads FastAPI's
-exit stacks from the ASGI scope, and ``_metrics.py`` adds to a histogram's buckets. None of that is a documented
-API, so any release may rename or reshape it. An upgrade that does fails here, with the name, and
-tests/conftest.py runs this module before all others, so that is the first failure the upgrade shows. Each name
-is looked up inside its own test: a missing one fails that test, not the whole module.
+exit stacks and the dependency tree of the request's route from the ASGI scope, and ``_metrics.py`` adds to a
+histogram's buckets. None of that is a documented API, so any release may rename or reshape it. An upgrade that
+does fails here, with the name, and tests/conftest.py runs this module before all others, so that is the first
+failure the upgrade shows. Each name is looked up inside its own test: a missing one fails that test, not the
+whole module.
 
 `test_every_private_name_the_driver_modules_use_is_listed` keeps the lists true: it reads the driver modules,
 and a ``._name`` that is neither listed here as the driver's nor as the package's own fails it.
@@ -385,3 +386,37 @@ def test_prometheus_histograms_keep_their_buckets_and_sum_as_values() -> None:
     child._sum.inc(3.0)
     samples = {(s.name, s.labels.get("le")): s.value for s in next(iter(histogram.collect())).samples}
     assert samples[("privates_check_bucket", "2.0")] == 2 and samples[("privates_check_sum", None)] == 3.0
+
+
+async def test_fastapi_shows_the_dependency_tree_of_an_included_route() -> None:
+    # _fastapi.py reads the tree FastAPI solves for a request: a route's own ``dependant`` (scope["route"]) or,
+    # from FastAPI 0.16x, the route as its inclusion made it (scope["fastapi"]["effective_route_context"]), which
+    # alone has the dependencies of include_router(..., dependencies=...) and of the app.
+    from fastapi import APIRouter
+
+    from fastapi_mysqlpool._fastapi import _route_facts
+
+    def included() -> None:
+        return None
+
+    def of_the_app() -> None:
+        return None
+
+    seen: list[frozenset[Any]] = []
+
+    def facts(request: Request) -> None:
+        found = _route_facts(request)
+        assert found is not None, "no dependency tree found for an included route"
+        seen.append(found.calls)
+
+    app = FastAPI(dependencies=[Depends(of_the_app)])
+    router = APIRouter()
+
+    @router.get("/", dependencies=[Depends(facts)])
+    async def endpoint() -> None:
+        return None
+
+    app.include_router(router, prefix="/r", dependencies=[Depends(included)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        assert (await client.get("/r/")).status_code == 200
+    assert len(seen) == 1 and {included, of_the_app, facts} <= seen[0], "FastAPI's included route lost its tree"

@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import aiomysql
 import pymysql
 import pytest
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -955,3 +956,172 @@ async def test_get_transaction_commits_before_the_response_under_a_request_scope
         assert (await client.post("/notes", params={"text": "kept"})).status_code == 500  # the duplicate
         await until(lambda: in_use(lifespan) == 0)
     assert note_texts(admin) == ["kept"]
+
+
+def connection_keeper(lifespan: mp.MySQLLifespan, after_yield: list[Any]) -> Callable[..., Any]:
+    """A default-scope yield dependency that runs a statement after its ``yield``, and records the connections in
+    use then, or the error of a connection that was no longer its own."""
+
+    async def keeper(conn: mp.ConnDep) -> AsyncIterator[aiomysql.Connection]:
+        yield conn
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute("SELECT 1")
+        except Exception as exc:
+            after_yield.append(type(exc).__name__)
+            raise
+        after_yield.append(in_use(lifespan))
+
+    return keeper
+
+
+async def test_a_yield_dependency_added_by_include_router_keeps_the_connection_of_that_inclusion_only(
+    mysql_dsn: str,
+) -> None:
+    """FastAPI runs a route of an included router with the dependency tree of that inclusion: its own, and those
+    of ``include_router(dependencies=...)``. One router included twice is two such trees for one route."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    after_yield: list[Any] = []
+    in_use_while_sending: list[int] = []
+
+    class RecordingResponse(JSONResponse):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            in_use_while_sending.append(in_use(lifespan))
+            await super().__call__(scope, receive, send)
+
+    router = APIRouter()
+
+    @router.get("/select", response_class=RecordingResponse)
+    async def select(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {}
+
+    app.include_router(router, prefix="/plain")
+    app.include_router(router, prefix="/kept", dependencies=[Depends(connection_keeper(lifespan, after_yield))])
+    async with serve(app) as client:
+        for path in ("/plain/select", "/kept/select", "/plain/select", "/kept/select"):
+            assert (await client.get(path)).status_code == 200, path
+            await until(lambda: in_use(lifespan) == 0)
+        assert lifespan.pool.stats()["closed_total"]["broken"] == 0
+    assert after_yield == [1, 1]
+    assert in_use_while_sending == [0, 1, 0, 1]  # without the dependency, given back before the response
+
+
+async def test_a_yield_dependency_of_the_app_keeps_the_connection_on_the_routes_of_an_included_router(
+    mysql_dsn: str,
+) -> None:
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    after_yield: list[Any] = []
+    app = FastAPI(lifespan=lifespan, dependencies=[Depends(connection_keeper(lifespan, after_yield))])
+    router = APIRouter(prefix="/router")
+
+    @router.get("/")
+    async def routed(cursor: mp.CursorDep) -> dict[str, Any]:
+        await cursor.execute("SELECT 1")
+        return {}
+
+    @app.get("/")
+    async def direct() -> dict[str, Any]:
+        return {}
+
+    app.include_router(router)
+    async with serve(app) as client:
+        for path in ("/", "/router/"):
+            assert (await client.get(path)).status_code == 200, path
+            await until(lambda: in_use(lifespan) == 0)
+    assert after_yield == [1, 1]
+
+
+async def test_an_override_that_holds_the_connection_across_a_yield_keeps_it_until_its_exit(mysql_dsn: str) -> None:
+    """``app.dependency_overrides`` puts the overriding dependency's tree in place of the overridden one's: a plain
+    dependency overridden by a yield dependency (a test's, which inspects the connection afterwards) holds it."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+    after_yield: list[Any] = []
+
+    async def repository(conn: mp.ConnDep) -> aiomysql.Connection:
+        return conn
+
+    @app.get("/")
+    async def endpoint(conn: aiomysql.Connection = Depends(repository)) -> dict[str, Any]:  # noqa: B008
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+        return {}
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200  # the route's own tree, worked out first
+        app.dependency_overrides[repository] = connection_keeper(lifespan, after_yield)
+        assert (await client.get("/")).status_code == 200
+        await until(lambda: in_use(lifespan) == 0)
+        app.dependency_overrides.clear()
+        assert (await client.get("/")).status_code == 200
+        assert in_use(lifespan) == 0
+    assert after_yield == [1]
+
+
+@pytest.mark.parametrize(
+    "again",
+    [Depends(mp.get_transaction, use_cache=False), Depends(mp.get_transaction, scope="function")],
+    ids=["use_cache=False", "scope=function"],
+)
+async def test_get_transaction_asked_for_twice_in_a_request_is_one_transaction(
+    again: Any, mysql_dsn: str, notes: str, admin: pymysql.connections.Connection
+) -> None:
+    """FastAPI calls a dependency again for another cache key (its declared scope is part of it) or without the
+    cache: the second call must not BEGIN again, which would commit what the request wrote before it."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=1)
+    app = FastAPI(lifespan=lifespan)
+
+    async def add_note(conn: mp.TransactionDep) -> aiomysql.Connection:
+        async with conn.cursor() as cursor:
+            await cursor.execute("INSERT INTO fastapi_notes (text) VALUES ('written by a dependency')")
+        return conn
+
+    async def joins(conn: aiomysql.Connection = again) -> aiomysql.Connection:
+        return conn
+
+    @app.post("/notes")
+    async def add(
+        fail: bool,
+        first: aiomysql.Connection = Depends(add_note),  # noqa: B008
+        second: aiomysql.Connection = Depends(joins),  # noqa: B008
+    ) -> dict[str, Any]:
+        assert first is second
+        if fail:
+            raise HTTPException(409)
+        return {}
+
+    async with serve(app) as client:
+        assert (await client.post("/notes", params={"fail": True})).status_code == 409
+        assert note_texts(admin) == []  # rolled back, all of it
+        assert (await client.post("/notes", params={"fail": False})).status_code == 200
+        assert note_texts(admin) == ["written by a dependency"]
+        assert in_use(lifespan) == 0
+
+
+@pytest.mark.parametrize("scope", ["request", "function"])
+async def test_background_tasks_run_before_a_default_scope_yield_dependency_gives_the_connection_back(
+    scope: str, mysql_dsn: str
+) -> None:
+    """FastAPI runs a response's background tasks as part of sending it, and exits default-scope dependencies
+    after that: a task that acquires needs a connection besides the one such a dependency holds (see 'Your own
+    yield dependencies' in docs/fastapi.md). Declared ``scope="function"``, the dependency has given it back."""
+    lifespan = mp.mysql_lifespan(mysql_dsn, maxsize=2)
+    app = FastAPI(lifespan=lifespan)
+    in_use_in_task: list[int] = []
+
+    async def holder(conn: mp.ConnDep) -> AsyncIterator[aiomysql.Connection]:
+        yield conn
+
+    async def task() -> None:
+        in_use_in_task.append(in_use(lifespan))
+
+    @app.get("/")
+    async def endpoint(conn: aiomysql.Connection = Depends(holder, scope=scope)) -> Response:  # noqa: B008
+        return JSONResponse({}, background=BackgroundTask(task))
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200
+        assert in_use(lifespan) == 0
+    assert in_use_in_task == [1 if scope == "request" else 0]

@@ -148,7 +148,9 @@ async def test_a_websocket_holds_one_connection_for_its_session_and_gives_it_bac
     base_url: str,
 ) -> None:
     async with client(base_url) as http:
-        broken = (await pool_stats(http, "default"))["closed_total"]["broken"]  # the app serves the module's tests
+        # The module's earlier tests break connections of this pool on purpose (a killed commit, a stream abandoned
+        # mid-result): what counts is that the sessions break none.
+        broken_before = (await pool_stats(http, "default"))["closed_total"]["broken"]
         for ending in ("close", "abort"):
             async with ws_connect(websocket_url(base_url, "/ws/echo"), open_timeout=CLIENT_TIMEOUT) as websocket:
                 ids = []
@@ -160,7 +162,7 @@ async def test_a_websocket_holds_one_connection_for_its_session_and_gives_it_bac
                 if ending == "abort":  # the client goes away without a closing handshake
                     websocket.transport.abort()
             await wait_for_stats(http, "default", "in_use", 0)
-        assert (await pool_stats(http, "default"))["closed_total"]["broken"] == broken
+        assert (await pool_stats(http, "default"))["closed_total"]["broken"] == broken_before
         await assert_echoes_are_correct(http, 5)
 
 
